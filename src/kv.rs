@@ -1,1 +1,269 @@
+//! The ONE preallocated KV buffer that all agents of all questions share ("latent working memory").
+//!
+//! Layout: `[layer][K|V][slot][kv_head][head_dim]`, f32 on the cpu backend. It is allocated once, sized from
+//! a budget, and never grows. Questions own contiguous slot ranges ([`KvRow`]); agents append to their row.
+//! Every append is checked against the row's capacity first: a full row is an error, never an overwrite.
+//!
+//! Operations: [`KvBuffer::new`], [`KvBuffer::reserve`] (carve a row), [`KvBuffer::reset`] (free all rows),
+//! [`KvBuffer::layer_mut`], [`KvRow::check_append`], [`KvBuffer::splice`] (move a token range inside the buffer).
 
+use crate::error::{Error, Result};
+use crate::model::config::Qwen3Config;
+
+/// How big the buffer is, as the user says it: in tokens (slots) or in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvBudget {
+    Tokens(usize),
+    Bytes(u64),
+}
+
+impl std::str::FromStr for KvBudget {
+    type Err = Error;
+    /// `4096tok` / `4096tokens` → tokens; `512MiB`, `2GB`, `1048576` (plain = bytes) → bytes.
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim();
+        let bad =
+            || Error::InvalidArgument(format!("--kv-budget {s:?}: expected e.g. 8192tok, 512MiB, 2GB or a byte count"));
+        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "tok" | "tokens" | "t" => {
+                if value.fract() != 0.0 || value < 1.0 {
+                    return Err(bad());
+                }
+                return Ok(KvBudget::Tokens(value as usize));
+            }
+            "" | "b" => 1.0,
+            "kb" => 1e3,
+            "mb" => 1e6,
+            "gb" => 1e9,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(bad()),
+        };
+        Ok(KvBudget::Bytes((value * mult) as u64))
+    }
+}
+
+/// A question's (or a parallel expert's) slot range and fill level.
+///
+/// Invariants: `len <= capacity`; slot `slot_base + j` holds the token at RoPE position `pos_base + j`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvRow {
+    pub slot_base: usize,
+    pub capacity: usize,
+    pub pos_base: usize,
+    pub len: usize,
+}
+
+impl KvRow {
+    /// Fails (before any work) when `n` more tokens do not fit.
+    pub fn check_append(&self, n: usize) -> Result<()> {
+        if self.len + n > self.capacity {
+            return Err(Error::KvCapacity(format!(
+                "row at slot {} is full: it holds {} of {} tokens and {} more were asked for; raise --kv-budget",
+                self.slot_base, self.len, self.capacity, n
+            )));
+        }
+        Ok(())
+    }
+
+    /// A sub-row starting `offset` slots into this one, whose tokens take positions `pos_base + offset + j`
+    /// (the parallel topology lays experts out where they would sit in the chain).
+    pub fn sub_row(&self, offset: usize, capacity: usize) -> Result<KvRow> {
+        if offset + capacity > self.capacity {
+            return Err(Error::KvCapacity(format!(
+                "sub-row [{offset}, {}) exceeds its row's capacity {}",
+                offset + capacity,
+                self.capacity
+            )));
+        }
+        Ok(KvRow { slot_base: self.slot_base + offset, capacity, pos_base: self.pos_base + offset, len: 0 })
+    }
+}
+
+/// The shared buffer.
+pub struct KvBuffer {
+    layers: usize,
+    /// Floats per slot per layer for K (and again for V): kv_heads · head_dim.
+    kv_width: usize,
+    slots: usize,
+    /// First slot not owned by any row (rows are carved from the front).
+    next_free: usize,
+    data: Vec<f32>,
+}
+
+impl KvBuffer {
+    /// Bytes one token occupies across all layers, K and V.
+    pub fn bytes_per_token(cfg: &Qwen3Config) -> u64 {
+        (cfg.num_hidden_layers * 2 * cfg.kv_width() * std::mem::size_of::<f32>()) as u64
+    }
+
+    /// Allocates the buffer for `budget`. Fails when the budget holds no token at all.
+    pub fn new(cfg: &Qwen3Config, budget: KvBudget) -> Result<Self> {
+        let per_token = Self::bytes_per_token(cfg);
+        let slots = match budget {
+            KvBudget::Tokens(t) => t,
+            KvBudget::Bytes(b) => (b / per_token) as usize,
+        };
+        if slots == 0 {
+            return Err(Error::KvCapacity(format!(
+                "--kv-budget {budget:?} holds no token (one token needs {per_token} bytes)"
+            )));
+        }
+        let len = cfg.num_hidden_layers * 2 * slots * cfg.kv_width();
+        let mut data = Vec::new();
+        data.try_reserve_exact(len)
+            .map_err(|_| Error::KvCapacity(format!("cannot allocate {} bytes for {slots} KV slots", len * 4)))?;
+        data.resize(len, 0.0);
+        Ok(KvBuffer { layers: cfg.num_hidden_layers, kv_width: cfg.kv_width(), slots, next_free: 0, data })
+    }
+
+    /// Total slots.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Slots not yet given to a row.
+    pub fn free_slots(&self) -> usize {
+        self.slots - self.next_free
+    }
+
+    /// Bytes of the whole allocation.
+    pub fn bytes(&self) -> u64 {
+        (self.data.len() * std::mem::size_of::<f32>()) as u64
+    }
+
+    /// Bytes that `tokens` filled slots occupy.
+    pub fn bytes_for(&self, tokens: usize) -> u64 {
+        (tokens * self.layers * 2 * self.kv_width * std::mem::size_of::<f32>()) as u64
+    }
+
+    /// Carves a new row of `capacity` slots, positions starting at 0.
+    pub fn reserve(&mut self, capacity: usize) -> Result<KvRow> {
+        if capacity > self.free_slots() {
+            return Err(Error::KvCapacity(format!(
+                "need {capacity} slots for a question but only {} of {} are free; raise --kv-budget (one slot = {} bytes)",
+                self.free_slots(),
+                self.slots,
+                self.bytes_for(1)
+            )));
+        }
+        let row = KvRow { slot_base: self.next_free, capacity, pos_base: 0, len: 0 };
+        self.next_free += capacity;
+        Ok(row)
+    }
+
+    /// Frees every row (their slots are reused by the next `reserve`).
+    pub fn reset(&mut self) {
+        self.next_free = 0;
+    }
+
+    fn layer_range(&self, layer: usize, v: bool) -> std::ops::Range<usize> {
+        let plane = self.slots * self.kv_width;
+        let start = (layer * 2 + v as usize) * plane;
+        start..start + plane
+    }
+
+    /// K and V planes of one layer, each `[slots, kv_heads, head_dim]`.
+    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+        (&self.data[self.layer_range(layer, false)], &self.data[self.layer_range(layer, true)])
+    }
+
+    /// Mutable K and V planes of one layer.
+    pub fn layer_mut(&mut self, layer: usize) -> (&mut [f32], &mut [f32]) {
+        let plane = self.slots * self.kv_width;
+        let start = layer * 2 * plane;
+        let (k, v) = self.data[start..start + 2 * plane].split_at_mut(plane);
+        (k, v)
+    }
+
+    /// Moves `len` slots from `src` to `dst` in every layer's K and V (ranges may overlap). The cpu twin of the
+    /// CUDA splice kernel; used to compact a row.
+    pub fn splice(&mut self, src: usize, dst: usize, len: usize) -> Result<()> {
+        if src + len > self.slots || dst + len > self.slots {
+            return Err(Error::KvCapacity(format!(
+                "splice [{src}, {}) → [{dst}, {}) is outside the {} slots",
+                src + len,
+                dst + len,
+                self.slots
+            )));
+        }
+        let w = self.kv_width;
+        for layer in 0..self.layers {
+            let (k, v) = self.layer_mut(layer);
+            k.copy_within(src * w..(src + len) * w, dst * w);
+            v.copy_within(src * w..(src + len) * w, dst * w);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Qwen3Config {
+        Qwen3Config {
+            vocab_size: 10,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            head_dim: 4,
+            rope_theta: 1e6,
+            rms_norm_eps: 1e-6,
+            tie_word_embeddings: true,
+            max_position_embeddings: 128,
+        }
+    }
+
+    #[test]
+    fn budget_parses_tokens_and_bytes() {
+        assert_eq!("4096tok".parse::<KvBudget>().unwrap(), KvBudget::Tokens(4096));
+        assert_eq!("2MiB".parse::<KvBudget>().unwrap(), KvBudget::Bytes(2 * 1024 * 1024));
+        assert_eq!("1000".parse::<KvBudget>().unwrap(), KvBudget::Bytes(1000));
+        assert!("lots".parse::<KvBudget>().is_err());
+        assert!("1.5tok".parse::<KvBudget>().is_err());
+    }
+
+    #[test]
+    fn rows_are_carved_and_capacity_is_enforced() {
+        let mut kv = KvBuffer::new(&cfg(), KvBudget::Tokens(10)).unwrap();
+        assert_eq!(KvBuffer::bytes_per_token(&cfg()), 2 * 2 * 4 * 4);
+        let a = kv.reserve(6).unwrap();
+        assert_eq!(a.slot_base, 0);
+        let err = kv.reserve(5).unwrap_err().to_string();
+        assert!(err.contains("only 4 of 10"), "{err}");
+        let mut b = kv.reserve(4).unwrap();
+        assert_eq!(b.slot_base, 6);
+        b.len = 3;
+        assert!(b.check_append(1).is_ok());
+        assert!(b.check_append(2).unwrap_err().to_string().contains("full"));
+        kv.reset();
+        assert_eq!(kv.free_slots(), 10);
+        assert!(KvBuffer::new(&cfg(), KvBudget::Bytes(10)).is_err());
+    }
+
+    #[test]
+    fn splice_moves_overlapping_ranges_in_every_layer() {
+        let mut kv = KvBuffer::new(&cfg(), KvBudget::Tokens(6)).unwrap();
+        for layer in 0..2 {
+            let (k, v) = kv.layer_mut(layer);
+            for (i, x) in k.iter_mut().enumerate() {
+                *x = i as f32;
+            }
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = -(i as f32);
+            }
+        }
+        kv.splice(1, 2, 3).unwrap(); // overlapping, forward
+        let (k, v) = kv.layer(1);
+        assert_eq!(&k[8..20], &(4..16).map(|i| i as f32).collect::<Vec<_>>()[..]);
+        assert_eq!(v[8], -4.0);
+        assert!(kv.splice(4, 0, 3).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! The cpu backend: the reference implementation of every op of the forward pass, in f32, multi-threaded
+//! with rayon. Each function here is also the twin that the CUDA kernel of the same name is tested against.
+//!
+//! Ops: [`matmul::matmul`] (f32/bf16 weights), [`norm::rms_norm`], [`norm::add_rms_norm`],
+//! [`rope`] (half-split RoPE), [`qk::qk_norm_rope_write_kv`], [`attention::attention`],
+//! [`activation::swiglu`].
+
+pub mod activation;
+pub mod attention;
+pub mod matmul;
+pub mod norm;
+pub mod qk;
+pub mod rope;
