@@ -1,1 +1,120 @@
+//! The model's tokenizer (`tokenizer.json`, pure-Rust `tokenizers`) and its own chat template
+//! (`tokenizer_config.json` → `chat_template`, rendered with minijinja the way transformers renders it:
+//! trim_blocks + lstrip_blocks, Python string methods available).
+//!
+//! Operations: [`Tokenizer::load`], [`Tokenizer::encode`], [`Tokenizer::decode`], [`Tokenizer::render_chat`],
+//! [`Tokenizer::len`] (ids the tokenizer can produce; the embedding may have more padding rows),
+//! [`Tokenizer::stop_ids`].
 
+use std::path::Path;
+
+use minijinja::{context, Environment};
+
+use crate::error::{Error, Result};
+
+/// Ids of the tokens the engine treats specially, looked up by their text (not hard-coded), so tiny test
+/// tokenizers work the same way as Qwen3's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    /// `<|endoftext|>` (pad; also a stop token).
+    pub end_of_text: u32,
+    /// `<|im_start|>`.
+    pub im_start: u32,
+    /// `<|im_end|>` (end of a chat turn; the main stop token).
+    pub im_end: u32,
+    /// `<think>` (not special: decoding keeps it).
+    pub think: u32,
+}
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    chat_template: String,
+    specials: SpecialIds,
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json` and `tokenizer_config.json` from a model directory.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.exists() {
+            return Err(Error::Tokenizer(format!("{} is missing", tok_path.display())));
+        }
+        let inner = tokenizers::Tokenizer::from_file(&tok_path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Json { path: cfg_path.clone(), message: e.to_string() })?;
+        let chat_template = cfg
+            .get("chat_template")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| Error::Tokenizer(format!("{}: no chat_template string", cfg_path.display())))?
+            .to_string();
+        let id = |s: &str| {
+            inner
+                .token_to_id(s)
+                .ok_or_else(|| Error::Tokenizer(format!("{}: the vocabulary has no {s} token", tok_path.display())))
+        };
+        let specials = SpecialIds {
+            end_of_text: id("<|endoftext|>")?,
+            im_start: id("<|im_start|>")?,
+            im_end: id("<|im_end|>")?,
+            think: id("<think>")?,
+        };
+        let tok = Tokenizer { inner, chat_template, specials };
+        // Fail at load time, not at the first question, if the template does not compile.
+        tok.render_chat(Some("s"), "u", None)?;
+        Ok(tok)
+    }
+
+    /// Number of ids the tokenizer can produce (Qwen3: 151669). Sampling never goes beyond this.
+    pub fn len(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Never true for a loaded tokenizer; present for API completeness.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn specials(&self) -> SpecialIds {
+        self.specials
+    }
+
+    /// Generation stops at `<|im_end|>` or `<|endoftext|>`.
+    pub fn stop_ids(&self) -> [u32; 2] {
+        [self.specials.im_end, self.specials.end_of_text]
+    }
+
+    /// Text → ids, with no BOS or other additions (Qwen3 uses none); special tokens in the text are parsed.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(format!("encode: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids → text. With `skip_special`, tokens marked special (`<|im_end|>`…) are dropped; `<think>` stays.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| Error::Tokenizer(format!("decode: {e}")))
+    }
+
+    /// Renders `[{system}, {user}]` with the generation prompt. `enable_thinking: None` leaves the variable
+    /// undefined (the template's default: thinking on), as the LatentMAS reference does.
+    pub fn render_chat(&self, system: Option<&str>, user: &str, enable_thinking: Option<bool>) -> Result<String> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_template("chat", &self.chat_template).map_err(|e| Error::Template(e.to_string()))?;
+        let tmpl = env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(context! { role => "system", content => s });
+        }
+        messages.push(context! { role => "user", content => user });
+        let rendered = match enable_thinking {
+            Some(flag) => tmpl.render(context! { messages, add_generation_prompt => true, enable_thinking => flag }),
+            None => tmpl.render(context! { messages, add_generation_prompt => true }),
+        };
+        rendered.map_err(|e| Error::Template(e.to_string()))
+    }
+}
