@@ -6,4 +6,5 @@ pub mod config;
 pub mod hub;
 pub mod matrix;
 pub mod qwen3;
+pub mod synth;
 pub mod weights;

@@ -1,0 +1,38 @@
+//! Flags and helpers shared by several subcommands.
+
+use clap::Args;
+use latentmas::sample::SamplingParams;
+
+/// Decoding flags (`--greedy`, or temperature → top-k → top-p with a seed).
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Greedy decoding (argmax); overrides the sampling flags.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sampling temperature (reference: 0.6).
+    #[arg(long, default_value_t = 0.6)]
+    pub temperature: f32,
+    /// Keep the K most likely tokens (0 = no cut; reference: 20).
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose mass reaches P (reference: 0.95).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Random seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> latentmas::Result<SamplingParams> {
+        let p = SamplingParams {
+            greedy: self.greedy,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}

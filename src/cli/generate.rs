@@ -1,0 +1,87 @@
+//! `latentmas generate`: one chat turn, streamed, with a tokens/s line (or one JSON object).
+
+use std::io::Write;
+use std::time::Instant;
+
+use latentmas::engine::{set_threads, Engine};
+use latentmas::kv::KvBudget;
+use latentmas::model::hub::resolve_model;
+
+use super::common::SamplingArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory or hub id (e.g. Qwen/Qwen3-4B).
+    #[arg(long)]
+    model: String,
+    /// The user message.
+    #[arg(long)]
+    prompt: String,
+    /// An optional system message.
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print {"prompt_ids", "generated_ids", "text"} instead of streaming.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    set_threads(a.threads);
+    let params = a.sampling.params()?;
+    let dir = resolve_model(&a.model)?;
+    // Render first with the tokenizer alone so the KV buffer is sized exactly.
+    let tokenizer = latentmas::tokenizer::Tokenizer::load(&dir)?;
+    let text = tokenizer.render_chat(a.system.as_deref(), &a.prompt, None)?;
+    let prompt_ids = tokenizer.encode(&text)?;
+    drop(tokenizer);
+    let need = prompt_ids.len() + a.max_new_tokens;
+    let mut engine = Engine::open(&dir, KvBudget::Tokens(need))?;
+    let mut row = [engine.kv.reserve(need)?];
+    let t0 = Instant::now();
+    engine.prefill(&mut row, &[&prompt_ids], true)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut shown = String::new();
+    let mut ids: Vec<u32> = Vec::new();
+    let json = a.json;
+    // Stream: decode everything so far and print the new suffix once it is complete UTF-8.
+    let stream = |tok: &latentmas::tokenizer::Tokenizer, _row: usize, id: u32| {
+        if json {
+            return;
+        }
+        ids.push(id);
+        if let Ok(text) = tok.decode(&ids, true) {
+            if !text.ends_with('\u{FFFD}') && text.len() > shown.len() && text.starts_with(&shown) {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text[shown.len()..].as_bytes());
+                let _ = out.flush();
+                shown = text;
+            }
+        }
+    };
+    let decoded = engine.decode(&mut row, &params, a.max_new_tokens, stream)?;
+    let decode_s = t1.elapsed().as_secs_f64();
+    let generated = &decoded[0].ids;
+    let text = engine.tokenizer.decode(generated, true)?.trim().to_string();
+    if a.json {
+        let obj = serde_json::json!({"prompt_ids": prompt_ids, "generated_ids": generated, "text": text});
+        println!("{obj}");
+    } else {
+        println!();
+        println!(
+            "[prompt tokens {}, generated tokens {}, prefill {:.1} tok/s, decode {:.2} tok/s]",
+            prompt_ids.len(),
+            generated.len(),
+            prompt_ids.len() as f64 / prefill_s,
+            generated.len() as f64 / decode_s.max(1e-9)
+        );
+    }
+    Ok(())
+}

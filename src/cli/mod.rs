@@ -1,0 +1,33 @@
+//! Subcommands of the `latentmas` binary.
+
+mod common;
+mod generate;
+mod synth;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "latentmas",
+    version,
+    about = "LatentMAS: multi-agent reasoning in latent space on a minimal Qwen3 engine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a random-weight checkpoint of a real Qwen3 shape (with the Qwen3 tokenizer).
+    Synth(synth::Args),
+    /// One chat turn: stream the reply and print tokens/s.
+    Generate(generate::Args),
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Synth(a) => synth::run(a),
+        Command::Generate(a) => generate::run(a),
+    }
+}

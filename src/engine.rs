@@ -1,0 +1,173 @@
+//! The engine: one model, its tokenizer, ONE KV buffer shared by every agent of every question, and the
+//! reused forward workspace. It offers the three phases every method is built from, each batched over rows:
+//! [`Engine::prefill`], [`Engine::latent_steps`] and [`Engine::decode`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::kv::{KvBudget, KvBuffer, KvRow};
+use crate::latent::Alignment;
+use crate::model::qwen3::{Input, Qwen3, RowStep, Select, Workspace};
+use crate::sample::{Sampler, SamplingParams};
+use crate::tokenizer::Tokenizer;
+
+pub struct Engine {
+    pub model: Qwen3,
+    pub tokenizer: Tokenizer,
+    pub kv: KvBuffer,
+    pub ws: Workspace,
+    pub model_dir: PathBuf,
+}
+
+/// Per-row result of [`Engine::decode`].
+#[derive(Debug, Clone, Default)]
+pub struct Decoded {
+    /// Generated ids, the stop token included when one was produced (as transformers returns them).
+    pub ids: Vec<u32>,
+    /// Tokens fed back into the cache (every generated id but the last).
+    pub cached: usize,
+}
+
+/// Sets the size of the global thread pool (first call wins; later calls are ignored by rayon).
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(n) = threads {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+    }
+}
+
+impl Engine {
+    /// Loads the model and tokenizer of `model_dir` and allocates the KV buffer.
+    pub fn open(model_dir: &Path, budget: KvBudget) -> Result<Self> {
+        let tokenizer = Tokenizer::load(model_dir)?;
+        let model = Qwen3::load(model_dir)?;
+        if tokenizer.len() > model.config.vocab_size {
+            return Err(Error::Config(format!(
+                "the tokenizer has {} ids but the embedding only {} rows",
+                tokenizer.len(),
+                model.config.vocab_size
+            )));
+        }
+        let kv = KvBuffer::new(&model.config, budget)?;
+        Ok(Engine { model, tokenizer, kv, ws: Workspace::default(), model_dir: model_dir.to_path_buf() })
+    }
+
+    /// Ids that may be sampled: the tokenizer's, never the embedding's padding rows.
+    pub fn vocab_limit(&self) -> usize {
+        self.tokenizer.len().min(self.model.config.vocab_size)
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.model.config.hidden_size
+    }
+
+    /// Renders a `[system, user]` chat prompt (plus `suffix`, e.g. `<think>`) and tokenizes it.
+    pub fn chat_ids(&self, system: Option<&str>, user: &str, suffix: &str) -> Result<Vec<u32>> {
+        let mut text = self.tokenizer.render_chat(system, user, None)?;
+        text.push_str(suffix);
+        self.tokenizer.encode(&text)
+    }
+
+    /// Appends each row's prompt to its cache in one forward call. Afterwards `ws.hidden` holds each row's
+    /// last final-norm hidden state and, if `logits`, `ws.logits` its next-token logits.
+    pub fn prefill(&mut self, rows: &mut [KvRow], prompts: &[&[u32]], logits: bool) -> Result<()> {
+        let mut steps: Vec<RowStep> = rows
+            .iter_mut()
+            .zip(prompts)
+            .map(|(row, p)| RowStep { row, input: Input::Tokens(p), select: Select::Last })
+            .collect();
+        self.model.forward(&mut self.kv, &mut self.ws, &mut steps, logits)
+    }
+
+    /// Runs `m` latent steps on every row, starting from the hidden states in `ws.hidden` (one per row, as
+    /// the last prefill or step left them). `observe(row, e)` sees every fed vector (for traces).
+    pub fn latent_steps(
+        &mut self,
+        rows: &mut [KvRow],
+        m: usize,
+        align: &Alignment,
+        mut observe: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let d = self.hidden_size();
+        for r in rows.iter() {
+            r.check_append(m)?;
+        }
+        let mut inputs = vec![0f32; rows.len() * d];
+        for _ in 0..m {
+            for (i, e) in inputs.chunks_exact_mut(d).enumerate() {
+                align.project(self.ws.hidden_row(i, d), e);
+                observe(i, e);
+            }
+            let mut steps: Vec<RowStep> = rows
+                .iter_mut()
+                .zip(inputs.chunks_exact(d))
+                .map(|(row, e)| RowStep { row, input: Input::Embeddings(e), select: Select::Last })
+                .collect();
+            self.model.forward(&mut self.kv, &mut self.ws, &mut steps, false)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes every row from the logits the last prefill left in `ws.logits`, feeding each sampled token
+    /// back, until a stop token or `max_new` tokens. Rows decode together; a finished row drops out.
+    /// `on_token(tokenizer, row, id)` sees each token as it is chosen (streaming).
+    pub fn decode(
+        &mut self,
+        rows: &mut [KvRow],
+        params: &SamplingParams,
+        max_new: usize,
+        mut on_token: impl FnMut(&Tokenizer, usize, u32),
+    ) -> Result<Vec<Decoded>> {
+        let vocab = self.model.config.vocab_size;
+        let limit = self.vocab_limit();
+        let stops = self.tokenizer.stop_ids();
+        // One sampler per row, seeded alike: a row samples the same tokens in a batch as alone.
+        let mut samplers: Vec<Sampler> = rows.iter().map(|_| Sampler::new(*params)).collect();
+        let mut out = vec![Decoded::default(); rows.len()];
+        if max_new == 0 {
+            return Ok(out);
+        }
+        // `active[j]` = row index whose logits are at position j of ws.logits.
+        let mut active: Vec<usize> = (0..rows.len()).collect();
+        let mut next: Vec<u32> = Vec::with_capacity(rows.len());
+        loop {
+            next.clear();
+            let mut still = Vec::with_capacity(active.len());
+            for (j, &r) in active.iter().enumerate() {
+                let id = samplers[r].sample(self.ws.logits_row(j, vocab), limit);
+                out[r].ids.push(id);
+                on_token(&self.tokenizer, r, id);
+                if !stops.contains(&id) && out[r].ids.len() < max_new {
+                    still.push(r);
+                    next.push(id);
+                }
+            }
+            active = still;
+            if active.is_empty() {
+                return Ok(out);
+            }
+            for &r in &active {
+                rows[r].check_append(1)?;
+            }
+            let mut steps: Vec<RowStep> = Vec::with_capacity(active.len());
+            let mut remaining: &mut [KvRow] = rows;
+            let mut consumed = 0;
+            for (&r, id) in active.iter().zip(&next) {
+                let (_, tail) = remaining.split_at_mut(r - consumed);
+                let (row, rest) = tail.split_first_mut().expect("active row index in range");
+                steps.push(RowStep { row, input: Input::Tokens(std::slice::from_ref(id)), select: Select::Last });
+                remaining = rest;
+                consumed = r + 1;
+            }
+            self.model.forward(&mut self.kv, &mut self.ws, &mut steps, true)?;
+            for &r in &active {
+                out[r].cached += 1;
+            }
+        }
+    }
+}
+
+/// Seconds since `t`.
+pub fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
