@@ -185,7 +185,6 @@ def model_config(v: int, vocab_size: int, tied: bool, dtype: str) -> dict:
         "sliding_window": None,
         "tie_word_embeddings": tied,
         "torch_dtype": dtype,
-        "transformers_version": "4.51.0",
         "use_cache": True,
         "use_sliding_window": False,
         "vocab_size": vocab_size,
@@ -203,7 +202,6 @@ def generation_config(v: int) -> dict:
         "temperature": 0.6,
         "top_k": 20,
         "top_p": 0.95,
-        "transformers_version": "4.51.0",
     }
 
 
