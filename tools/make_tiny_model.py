@@ -47,6 +47,10 @@ RMS_EPS = 1e-6
 MAX_POS = 4096
 INIT_STD = 0.1  # linear / embedding weights ~ N(0, 0.1^2); norm weights 1 + N(0, 0.1^2)
 
+# The <|im_end|> rows of embed_tokens and lm_head are scaled by this, so that greedy decoding of the
+# random model sometimes picks it and golden runs exercise stopping (with 1.0 no case stops in 12 tokens).
+IM_END_SCALE = 2.0
+
 # Qwen3's pre-tokenizer split (single digits, letters runs, punctuation runs, whitespace rules).
 QWEN_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
@@ -232,6 +236,10 @@ def make_weights(vocab_size: int) -> dict:
         w[p + "mlp.down_proj.weight"] = lin(HIDDEN, INTERMEDIATE)
     w["model.norm.weight"] = norm(HIDDEN)
     lm_head = lin(vocab_size, HIDDEN)
+    # <|im_end|> likelier to win greedy decoding (see IM_END_SCALE); lm_head is only used when untied.
+    im_end = BPE_VOCAB + 2
+    w["model.embed_tokens.weight"][im_end] *= IM_END_SCALE
+    lm_head[im_end] *= IM_END_SCALE
     return w, lm_head
 
 
