@@ -2,7 +2,7 @@
 """Make the tiny Qwen3 fixtures used by the golden tests.
 
 What it writes (under --out, default tests/data):
-  tiny-tied/         Qwen3ForCausalLM, tie_word_embeddings=true  (no lm_head.weight tensor)
+  tiny-tied/         Qwen3ForCausalLM, tie_word_embeddings=true (no lm_head.weight tensor)
   tiny-untied/       same body weights, plus its own lm_head.weight
   tiny-untied-bf16/  tiny-untied with every tensor cast to bf16 (dtype-loading tests)
 Each directory holds config.json, generation_config.json, model.safetensors, tokenizer.json and
@@ -13,8 +13,8 @@ normalizer / pre-tokenizer / decoder layout as Qwen3's tokenizer.json, followed 
 Qwen3's order: <|endoftext|>, <|im_start|>, <|im_end|> (special) and <think>, </think> (not special).
 The chat template is copied verbatim from tests/data/qwen3-tokenizer/tokenizer_config.json.
 
-Everything is seeded; rerunning gives byte-identical files (the script checks nothing else and needs no
-network).  Run from the repository root:
+Everything is seeded and no network is used; rerunning gives byte-identical files. Run from the
+repository root:
 
     python3 tools/make_tiny_model.py            # writes tests/data/tiny-*
 """
