@@ -1,1 +1,7 @@
-//! (filled in by its issue)
+//! Multi-agent methods on one engine: prompts ([`prompts`]), the words of a run ([`method`]), batch runs of
+//! single / TextMAS / LatentMAS ([`run::run_batch`]) and their reports and traces ([`report`]).
+
+pub mod method;
+pub mod prompts;
+pub mod report;
+pub mod run;
