@@ -36,3 +36,38 @@ impl SamplingArgs {
         Ok(p)
     }
 }
+
+/// `--device`: where the forward runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    /// cuda when a device is usable, else cpu (with a notice).
+    Auto,
+}
+
+impl DeviceArg {
+    /// This build runs the cpu backend; cuda fails in one clear line, auto falls back with a notice.
+    pub fn require_cpu(&self) -> anyhow::Result<()> {
+        match self {
+            DeviceArg::Cpu => Ok(()),
+            DeviceArg::Auto => {
+                eprintln!(
+                    "note: --device auto: using the cpu backend (the cuda backend is not available in this build)"
+                );
+                Ok(())
+            }
+            DeviceArg::Cuda => anyhow::bail!(
+                "--device cuda: the cuda backend is not available in this build yet; use --device cpu (or auto)"
+            ),
+        }
+    }
+}
+
+/// Writes a file under a temporary name and renames it: readers never see a partial file.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp-latentmas");
+    std::fs::write(&tmp, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}

@@ -1,7 +1,9 @@
 //! Subcommands of the `latentmas` binary.
 
+mod align;
 mod common;
 mod generate;
+mod run;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -23,11 +25,17 @@ enum Command {
     Synth(synth::Args),
     /// One chat turn: stream the reply and print tokens/s.
     Generate(generate::Args),
+    /// Run single / TextMAS / LatentMAS on questions and report text, answer and per-agent accounting.
+    Run(run::Args),
+    /// Compute (or find cached) the latent alignment W_a of a model.
+    Align(align::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Synth(a) => synth::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Align(a) => align::run(a),
     }
 }

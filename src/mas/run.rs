@@ -355,7 +355,8 @@ impl Batch {
                     &agents[e],
                     &sub_ids[k],
                     subs[k].pos_base,
-                    subs[k].len,
+                    // kv_len_after in the question's row: the expert ends at offset + its length.
+                    subs[k].pos_base + subs[k].len,
                     m,
                     prefill_s,
                     latent_s,

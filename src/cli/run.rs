@@ -1,0 +1,233 @@
+//! `latentmas run`: one method over one question or a JSONL file of questions, batched.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use latentmas::engine::{set_threads, Engine};
+use latentmas::kv::KvBudget;
+use latentmas::latent::Alignment;
+use latentmas::mas::method::{Family, Method, Topology};
+use latentmas::mas::prompts::PromptSet;
+use latentmas::mas::report::QuestionReport;
+use latentmas::mas::run::{batch_slots, run_batch, RunConfig};
+use latentmas::model::hub::resolve_model;
+use latentmas::tokenizer::Tokenizer;
+
+use super::common::{write_atomic, DeviceArg, SamplingArgs};
+
+/// Latent steps per agent when `--latent-steps` is not given for a LatentMAS run.
+pub const DEFAULT_LATENT_STEPS: usize = 10;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory or hub id.
+    #[arg(long)]
+    pub model: String,
+    /// single | text | latent
+    #[arg(long, default_value = "latent")]
+    pub method: Method,
+    /// sequential | hierarchical | parallel
+    #[arg(long, default_value = "sequential")]
+    pub topology: Topology,
+    /// math | mc | medqa | code (the prompts' answer format)
+    #[arg(long, default_value = "math")]
+    pub task_family: Family,
+    /// One question.
+    #[arg(long, conflicts_with = "questions", required_unless_present = "questions")]
+    pub question: Option<String>,
+    /// A JSONL file, one {"question": ...} per line.
+    #[arg(long)]
+    pub questions: Option<PathBuf>,
+    /// Latent steps per non-final agent (LatentMAS; default 10).
+    #[arg(long)]
+    pub latent_steps: Option<usize>,
+    /// Map hidden states through W_a (ridge alignment) before feeding them back.
+    #[arg(long, overrides_with = "no_realign")]
+    pub realign: bool,
+    /// Feed hidden states rescaled only (W_a = I); the default, as in the reference.
+    #[arg(long)]
+    pub no_realign: bool,
+    /// Append `<think>` to every agent's prompt (LatentMAS).
+    #[arg(long)]
+    pub think: bool,
+    /// `reference`: with m = 0 the final agent decodes on an empty cache, as the reference does.
+    #[arg(long, value_parser = ["reference"])]
+    pub compat: Option<String>,
+    /// A prompt-set JSON file in the shape of the reference's prompts (default: the built-in set).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[arg(long, default_value_t = 2048)]
+    pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// KV buffer size: `auto` (what the batch needs), tokens (`8192tok`) or bytes (`2GiB`).
+    #[arg(long, default_value = "auto")]
+    pub kv_budget: String,
+    /// Questions per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON report per question (JSON lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the first question's trace (prompt ids, KV lengths, fed vectors, generated ids) as JSON.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn run_config(&self) -> anyhow::Result<RunConfig> {
+        let latent_steps = match (self.method, self.latent_steps) {
+            (Method::Latent, m) => m.unwrap_or(DEFAULT_LATENT_STEPS),
+            (_, Some(m)) => m, // validate() names the flag
+            (_, None) => 0,
+        };
+        let cfg = RunConfig {
+            method: self.method,
+            topology: self.topology,
+            family: self.task_family,
+            latent_steps,
+            think: self.think,
+            compat_reference: self.compat.is_some(),
+            sampling: self.sampling.params()?,
+            max_new_tokens: self.max_new_tokens,
+        };
+        cfg.validate()?;
+        if self.batch == 0 {
+            anyhow::bail!("--batch must be at least 1");
+        }
+        Ok(cfg)
+    }
+}
+
+/// Reads `{"question": ...}` lines; a bad line is an error naming its number.
+pub fn read_questions(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading --questions {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}: not valid JSON", path.display(), i + 1))?;
+        let q = v
+            .get("question")
+            .and_then(|q| q.as_str())
+            .with_context(|| format!("{}:{}: expected an object with a \"question\" string", path.display(), i + 1))?;
+        out.push(q.to_string());
+    }
+    if out.is_empty() {
+        anyhow::bail!("{}: no questions", path.display());
+    }
+    Ok(out)
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    set_threads(a.threads);
+    let cfg = a.run_config()?;
+    a.device.require_cpu()?;
+    let prompts = match &a.prompts {
+        Some(p) => PromptSet::from_file(p)?,
+        None => PromptSet::builtin(),
+    };
+    let questions = match (&a.question, &a.questions) {
+        (Some(q), _) => vec![q.clone()],
+        (None, Some(path)) => read_questions(path)?,
+        (None, None) => anyhow::bail!("give --question TEXT or --questions FILE"),
+    };
+    let dir = resolve_model(&a.model)?;
+    // Size the buffer before loading the weights: a budget too small fails here, before any work.
+    let tokenizer = Tokenizer::load(&dir)?;
+    let largest_batch = questions
+        .chunks(a.batch)
+        .map(|c| batch_slots(&tokenizer, &prompts, &cfg, c))
+        .collect::<latentmas::Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    drop(tokenizer);
+    let budget = match a.kv_budget.as_str() {
+        "auto" => KvBudget::Tokens(largest_batch),
+        s => s.parse::<KvBudget>()?,
+    };
+    let config = latentmas::model::config::Qwen3Config::from_file(&dir.join("config.json"))?;
+    let slots = match budget {
+        KvBudget::Tokens(t) => t,
+        KvBudget::Bytes(b) => (b / latentmas::kv::KvBuffer::bytes_per_token(&config)) as usize,
+    };
+    if slots < largest_batch {
+        anyhow::bail!(
+            "--kv-budget {} holds {slots} tokens but a batch of this run needs {largest_batch}; raise --kv-budget (or lower --batch / --max-new-tokens)",
+            a.kv_budget
+        );
+    }
+    let mut engine = Engine::open(&dir, budget)?;
+    let align = if cfg.method == Method::Latent {
+        let realign = a.realign && !a.no_realign;
+        let (al, cache) = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), realign)?;
+        if let Some(path) = cache {
+            tracing::info!("alignment cache: {}", path.display());
+        }
+        Some(al)
+    } else {
+        None
+    };
+    let mut first_trace = true;
+    for chunk in questions.chunks(a.batch) {
+        let out = run_batch(&mut engine, &prompts, align.as_ref(), &cfg, chunk)?;
+        if first_trace {
+            if let Some(path) = &a.trace {
+                write_atomic(path, serde_json::to_string_pretty(&out.traces[0])?.as_bytes())?;
+            }
+            first_trace = false;
+        }
+        for report in &out.reports {
+            if a.json {
+                println!("{}", serde_json::to_string(report)?);
+            } else {
+                print_report(report);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_report(r: &QuestionReport) {
+    println!("=== {} / {} ===", r.method, r.topology);
+    println!("{}", r.text);
+    println!("answer: {}", r.answer.as_deref().unwrap_or("(none)"));
+    println!(
+        "{:<12} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "agent", "prompt", "latent", "gen", "kv after", "prefill s", "latent s", "decode s"
+    );
+    for ag in &r.agents {
+        println!(
+            "{:<12} {:>7} {:>7} {:>7} {:>9} {:>9.3} {:>9.3} {:>9.3}",
+            ag.role,
+            ag.prompt_tokens,
+            ag.latent_steps,
+            ag.generated_tokens,
+            ag.kv_len_after,
+            ag.prefill_s,
+            ag.latent_s,
+            ag.decode_s
+        );
+    }
+    let t = &r.totals;
+    println!(
+        "{:<12} {:>7} {:>7} {:>7} {:>9} {:>9.3} {:>9.3} {:>9.3}   KV {:.1} MB",
+        "total",
+        t.prompt_tokens,
+        t.latent_steps,
+        t.generated_tokens,
+        r.kv_tokens,
+        t.prefill_s,
+        t.latent_s,
+        t.decode_s,
+        r.kv_bytes as f64 / 1e6
+    );
+}
