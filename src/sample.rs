@@ -28,7 +28,8 @@ impl SamplingParams {
 
     /// Rejects values that make no distribution.
     pub fn validate(&self) -> crate::Result<()> {
-        if !self.greedy && !(self.temperature > 0.0 && self.temperature.is_finite()) {
+        let usable_temperature = self.temperature > 0.0 && self.temperature.is_finite();
+        if !self.greedy && !usable_temperature {
             return Err(crate::Error::InvalidArgument(format!("--temperature {} must be > 0", self.temperature)));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {

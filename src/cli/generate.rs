@@ -60,7 +60,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if let Ok(text) = tok.decode(&ids, true) {
             if !text.ends_with('\u{FFFD}') && text.len() > shown.len() && text.starts_with(&shown) {
                 let mut out = std::io::stdout().lock();
-                let _ = out.write_all(text[shown.len()..].as_bytes());
+                let _ = out.write_all(&text.as_bytes()[shown.len()..]);
                 let _ = out.flush();
                 shown = text;
             }

@@ -1,0 +1,147 @@
+//! End to end through the `latentmas` binary on the tiny models: every method and topology runs, JSON and
+//! trace outputs have their documented shape, and bad input exits non-zero with a clear message (no panic).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn latentmas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_latentmas")).args(args).output().expect("run latentmas")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = latentmas(args);
+    assert!(out.status.success(), "latentmas {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail; returns stderr after checking it is a clean error.
+fn fails(args: &[&str]) -> String {
+    let out = latentmas(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "latentmas {args:?} should fail");
+    assert!(!err.contains("panicked"), "latentmas {args:?} panicked:\n{err}");
+    err
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lm-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const TINY: &str = "tests/data/tiny-tied";
+const PROMPTS: &str = "tests/data/prompts_tiny.json";
+
+#[test]
+fn every_method_and_topology_runs_and_reports_json() {
+    for (method, topology) in [
+        ("single", "sequential"),
+        ("text", "sequential"),
+        ("text", "hierarchical"),
+        ("latent", "sequential"),
+        ("latent", "hierarchical"),
+        ("latent", "parallel"),
+    ] {
+        let mut args = vec!["run", "--model", TINY, "--prompts", PROMPTS, "--method", method, "--topology", topology];
+        args.extend(["--question", "What is 12 plus 30?", "--greedy", "--max-new-tokens", "6", "--json"]);
+        if method == "latent" {
+            args.extend(["--latent-steps", "2"]);
+        }
+        let out = ok(&args);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let agents = v["agents"].as_array().unwrap();
+        assert_eq!(agents.len(), if method == "single" { 1 } else { 4 }, "{method}/{topology}");
+        assert_eq!(v["method"], method);
+        let latent: u64 = agents.iter().map(|a| a["latent_steps"].as_u64().unwrap()).sum();
+        assert_eq!(latent, if method == "latent" { 6 } else { 0 }, "{method}/{topology}");
+        assert!(v["totals"]["generated_tokens"].as_u64().unwrap() >= 1);
+        assert!(v["kv_bytes"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn trace_file_has_the_documented_fields() {
+    let dir = scratch("trace");
+    let trace = dir.join("trace.json");
+    // A copy of the model: --realign writes the alignment cache next to the model.
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(PathBuf::from("tests/data/tiny-untied").join(f), model.join(f)).unwrap();
+    }
+    ok(&[
+        "run", "--model", model.to_str().unwrap(), "--prompts", PROMPTS, "--question", "hi", "--latent-steps", "3",
+        "--realign", "--greedy", "--max-new-tokens", "4", "--trace", trace.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    assert_eq!(v["realign"], true);
+    assert!(v["target_norm"].as_f64().unwrap() > 0.0);
+    let agents = v["agents"].as_array().unwrap();
+    assert_eq!(agents[0]["role"], "planner");
+    let fed = agents[0]["latent_inputs"].as_array().unwrap();
+    assert_eq!(fed.len(), 3);
+    assert_eq!(fed[0]["head"].as_array().unwrap().len(), 8);
+    assert_eq!(agents[1]["kv_len_before"], agents[0]["kv_len_after"]);
+    assert!(!agents[3]["generated_ids"].as_array().unwrap().is_empty());
+    assert!(model.join("latentmas_align.safetensors").exists(), "the alignment is cached next to the model");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn questions_file_runs_as_a_batch_and_bad_lines_are_named() {
+    let dir = scratch("questions");
+    let good = dir.join("q.jsonl");
+    std::fs::write(&good, "{\"question\": \"What is 12 plus 30?\"}\n\n{\"question\": \"2+2?\"}\n").unwrap();
+    let out = ok(&["run", "--model", TINY, "--questions", good.to_str().unwrap(), "--greedy", "--max-new-tokens", "3", "--json"]);
+    assert_eq!(out.lines().count(), 2);
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"question\": \"ok\"}\n{\"q\": 1}\n").unwrap();
+    let err = fails(&["run", "--model", TINY, "--questions", bad.to_str().unwrap()]);
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn synth_then_generate_json() {
+    let dir = scratch("synth");
+    let model = dir.join("m");
+    ok(&["synth", "--shape", "tiny", "--out", model.to_str().unwrap()]);
+    let out = ok(&["generate", "--model", model.to_str().unwrap(), "--prompt", "hi", "--max-new-tokens", "4", "--greedy", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["prompt_ids"][0], 151644);
+    assert_eq!(v["generated_ids"].as_array().unwrap().len(), 4);
+    let text = ok(&["generate", "--model", model.to_str().unwrap(), "--prompt", "hi", "--max-new-tokens", "3"]);
+    assert!(text.contains("tok/s"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let small = fails(&["run", "--model", TINY, "--question", "hi", "--kv-budget", "10tok"]);
+    assert!(small.contains("--kv-budget") && small.contains("needs"), "{small}");
+    let think = fails(&["run", "--model", TINY, "--method", "single", "--question", "hi", "--think"]);
+    assert!(think.contains("--think"), "{think}");
+    let steps = fails(&["run", "--model", TINY, "--method", "text", "--question", "hi", "--latent-steps", "3"]);
+    assert!(steps.contains("--latent-steps"), "{steps}");
+    let par = fails(&["run", "--model", TINY, "--method", "single", "--topology", "parallel", "--question", "hi"]);
+    assert!(par.contains("--topology parallel"), "{par}");
+    let temp = fails(&["run", "--model", TINY, "--question", "hi", "--temperature", "0"]);
+    assert!(temp.contains("--temperature"), "{temp}");
+    let missing = fails(&["run", "--model", "/nonexistent/model", "--question", "hi"]);
+    assert!(missing.contains("/nonexistent/model"), "{missing}");
+    let cuda = fails(&["run", "--model", TINY, "--question", "hi", "--device", "cuda"]);
+    assert!(cuda.contains("--device cuda"), "{cuda}");
+    let prompts = fails(&["run", "--model", TINY, "--question", "hi", "--prompts", "/nonexistent.json"]);
+    assert!(prompts.contains("/nonexistent.json"), "{prompts}");
+    let shape = fails(&["synth", "--shape", "qwen3-1000b", "--out", "/tmp/never"]);
+    assert!(shape.contains("qwen3-1000b"), "{shape}");
+
+    let dir = scratch("notok");
+    for f in ["config.json", "model.safetensors", "tokenizer_config.json"] {
+        std::fs::copy(PathBuf::from(TINY).join(f), dir.join(f)).unwrap();
+    }
+    let tok = fails(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "hi"]);
+    assert!(tok.contains("tokenizer.json"), "{tok}");
+    std::fs::remove_dir_all(&dir).ok();
+}
