@@ -71,8 +71,21 @@ fn trace_file_has_the_documented_fields() {
         std::fs::copy(PathBuf::from("tests/data/tiny-untied").join(f), model.join(f)).unwrap();
     }
     ok(&[
-        "run", "--model", model.to_str().unwrap(), "--prompts", PROMPTS, "--question", "hi", "--latent-steps", "3",
-        "--realign", "--greedy", "--max-new-tokens", "4", "--trace", trace.to_str().unwrap(),
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompts",
+        PROMPTS,
+        "--question",
+        "hi",
+        "--latent-steps",
+        "3",
+        "--realign",
+        "--greedy",
+        "--max-new-tokens",
+        "4",
+        "--trace",
+        trace.to_str().unwrap(),
     ]);
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
     assert_eq!(v["realign"], true);
@@ -93,7 +106,17 @@ fn questions_file_runs_as_a_batch_and_bad_lines_are_named() {
     let dir = scratch("questions");
     let good = dir.join("q.jsonl");
     std::fs::write(&good, "{\"question\": \"What is 12 plus 30?\"}\n\n{\"question\": \"2+2?\"}\n").unwrap();
-    let out = ok(&["run", "--model", TINY, "--questions", good.to_str().unwrap(), "--greedy", "--max-new-tokens", "3", "--json"]);
+    let out = ok(&[
+        "run",
+        "--model",
+        TINY,
+        "--questions",
+        good.to_str().unwrap(),
+        "--greedy",
+        "--max-new-tokens",
+        "3",
+        "--json",
+    ]);
     assert_eq!(out.lines().count(), 2);
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"question\": \"ok\"}\n{\"q\": 1}\n").unwrap();
@@ -107,7 +130,17 @@ fn synth_then_generate_json() {
     let dir = scratch("synth");
     let model = dir.join("m");
     ok(&["synth", "--shape", "tiny", "--out", model.to_str().unwrap()]);
-    let out = ok(&["generate", "--model", model.to_str().unwrap(), "--prompt", "hi", "--max-new-tokens", "4", "--greedy", "--json"]);
+    let out = ok(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "4",
+        "--greedy",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["prompt_ids"][0], 151644);
     assert_eq!(v["generated_ids"].as_array().unwrap().len(), 4);

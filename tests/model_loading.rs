@@ -80,7 +80,8 @@ fn wrong_shape_names_the_tensor_and_both_shapes() {
     let dir = scratch("shape");
     std::fs::copy("tests/data/tiny-untied/model.safetensors", dir.join("model.safetensors")).unwrap();
     let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("\"intermediate_size\": 128", "\"intermediate_size\": 96")).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.replace("\"intermediate_size\": 128", "\"intermediate_size\": 96"))
+        .unwrap();
     let e = err_of(&dir);
     assert!(e.contains("gate_proj") && e.contains("[128, 64]") && e.contains("[96, 64]"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
@@ -108,8 +109,11 @@ fn unsupported_architecture_is_refused() {
     let dir = scratch("arch");
     std::fs::copy("tests/data/tiny-untied/model.safetensors", dir.join("model.safetensors")).unwrap();
     let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("Qwen3ForCausalLM", "Qwen2ForCausalLM").replace("\"qwen3\"", "\"qwen2\""))
-        .unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("Qwen3ForCausalLM", "Qwen2ForCausalLM").replace("\"qwen3\"", "\"qwen2\""),
+    )
+    .unwrap();
     let e = err_of(&dir);
     assert!(e.contains("unsupported architecture") && e.contains("qwen2"), "{e}");
     std::fs::remove_dir_all(&dir).ok();

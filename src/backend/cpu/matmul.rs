@@ -100,7 +100,96 @@ unsafe fn block_avx512<E: Elem>(
     rows: std::ops::Range<usize>,
     out: OutPtr,
 ) {
-    block_generic(x, n, k, m, w, rows, out)
+    let mut t0 = 0;
+    while t0 < n {
+        let tn = (n - t0).min(TOKEN_TILE);
+        for j in rows.clone() {
+            let wrow = w.as_ptr().add(j * k);
+            let xs = |t: usize| x.as_ptr().add((t0 + t.min(tn - 1)) * k);
+            let sums: [f32; TOKEN_TILE] = match tn {
+                4 => avx512::dot_tile::<E, 4>(wrow, [xs(0), xs(1), xs(2), xs(3)], k).pad(),
+                3 => avx512::dot_tile::<E, 3>(wrow, [xs(0), xs(1), xs(2)], k).pad(),
+                2 => avx512::dot_tile::<E, 2>(wrow, [xs(0), xs(1)], k).pad(),
+                _ => avx512::dot_tile::<E, 1>(wrow, [xs(0)], k).pad(),
+            };
+            for (t, s) in sums.iter().enumerate().take(tn) {
+                // SAFETY: (t0 + t, j) is inside [n, m] and column j belongs to this task.
+                *out.0.add((t0 + t) * m + j) = *s;
+            }
+        }
+        t0 += tn;
+    }
+}
+
+/// Widens a short array of sums to TOKEN_TILE entries.
+trait Pad {
+    fn pad(self) -> [f32; TOKEN_TILE];
+}
+impl<const T: usize> Pad for [f32; T] {
+    fn pad(self) -> [f32; TOKEN_TILE] {
+        let mut out = [0f32; TOKEN_TILE];
+        out[..T].copy_from_slice(&self);
+        out
+    }
+}
+
+/// Explicit AVX-512 dot products: LLVM does not vectorise the bf16 widening on its own (it emits a scalar
+/// load + shift per element), so the weight load is written with intrinsics.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Elem;
+
+    /// Loads 16 weights (or the first `valid` of them, the rest 0) widened to f32.
+    pub trait Load16: Elem {
+        unsafe fn load16(p: *const Self, valid: usize) -> __m512;
+    }
+
+    impl<E: Elem> Load16 for E {
+        #[inline(always)]
+        unsafe fn load16(p: *const Self, valid: usize) -> __m512 {
+            let mask: __mmask16 = if valid >= 16 { 0xFFFF } else { ((1u32 << valid) - 1) as __mmask16 };
+            if std::mem::size_of::<E>() == 2 {
+                // bf16 → f32: zero-extend to 32 bits and shift into the high half.
+                let raw = _mm256_maskz_loadu_epi16(mask, p as *const i16);
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
+            } else {
+                _mm512_maskz_loadu_ps(mask, p as *const f32)
+            }
+        }
+    }
+
+    /// Σ_c w[c]·x_t[c] for T activation rows, two accumulators per row to hide FMA latency.
+    #[inline(always)]
+    pub unsafe fn dot_tile<E: Elem, const T: usize>(w: *const E, xs: [*const f32; T], k: usize) -> [f32; T] {
+        let mut acc0 = [_mm512_setzero_ps(); T];
+        let mut acc1 = [_mm512_setzero_ps(); T];
+        let mut c = 0;
+        while c + 32 <= k {
+            let w0 = E::load16(w.add(c), 16);
+            let w1 = E::load16(w.add(c + 16), 16);
+            for t in 0..T {
+                acc0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[t].add(c)), acc0[t]);
+                acc1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xs[t].add(c + 16)), acc1[t]);
+            }
+            c += 32;
+        }
+        while c < k {
+            let valid = (k - c).min(16);
+            let mask: __mmask16 = if valid >= 16 { 0xFFFF } else { ((1u32 << valid) - 1) as __mmask16 };
+            let w0 = E::load16(w.add(c), valid);
+            for t in 0..T {
+                acc0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(mask, xs[t].add(c)), acc0[t]);
+            }
+            c += 16;
+        }
+        let mut out = [0f32; T];
+        for t in 0..T {
+            out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
+        }
+        out
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
