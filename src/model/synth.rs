@@ -119,7 +119,7 @@ fn write_safetensors(cfg: &Qwen3Config, dtype: SynthDtype, seed: u64, path: &Pat
     }
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt", "generator": "latentmas synth"}));
     let mut head = serde_json::to_string(&header).expect("json").into_bytes();
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let tmp = path.with_extension("safetensors.tmp");

@@ -20,7 +20,7 @@ pub fn rms_norm_row(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// `out[i] = rmsnorm(x[i]) · weight` for every row i of `x [n, d]`, d = weight.len().
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let d = weight.len();
-    assert!(x.len() % d == 0 && out.len() == x.len(), "rms_norm: shapes");
+    assert!(x.len().is_multiple_of(d) && out.len() == x.len(), "rms_norm: shapes");
     if x.len() <= PARALLEL_MIN_ELEMS {
         for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
             rms_norm_row(xr, weight, eps, or);
@@ -33,7 +33,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// `residual += delta; out = rmsnorm(residual) · weight`, row by row.
 pub fn add_rms_norm(residual: &mut [f32], delta: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let d = weight.len();
-    assert!(residual.len() % d == 0 && delta.len() == residual.len() && out.len() == residual.len());
+    assert!(residual.len().is_multiple_of(d) && delta.len() == residual.len() && out.len() == residual.len());
     let body = |(r, (dl, o)): (&mut [f32], (&[f32], &mut [f32]))| {
         for (a, b) in r.iter_mut().zip(dl) {
             *a += b;
