@@ -1,6 +1,7 @@
 //! Subcommands of the `latentmas` binary.
 
 mod align;
+mod bench;
 mod common;
 mod generate;
 mod run;
@@ -29,6 +30,8 @@ enum Command {
     Run(run::Args),
     /// Compute (or find cached) the latent alignment W_a of a model.
     Align(align::Args),
+    /// Measure bandwidth, peak FLOP/s, prefill, decode, latent steps and whole questions, with % of roofline.
+    Bench(bench::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Run(a) => run::run(a),
         Command::Align(a) => align::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -9,5 +9,6 @@ pub mod activation;
 pub mod attention;
 pub mod matmul;
 pub mod norm;
+pub mod probe;
 pub mod qk;
 pub mod rope;
