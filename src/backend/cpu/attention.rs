@@ -7,6 +7,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::matmul::reduce16;
+
 /// What one query token attends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttnSpan {
@@ -25,50 +27,125 @@ pub struct AttnShape {
 }
 
 thread_local! {
-    // Reused score buffer: attention runs per (token, head) on the rayon pool, and must not allocate per token.
+    // Reused score buffer: attention runs per (token, kv head) on the rayon pool, and must not allocate
+    // per token (it grows to the longest span once).
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Lanes of the q·k dot product: 16 independent partial sums, then the fixed pairwise tree of
+/// [`reduce16`]. Plain multiplies and adds (Rust never fuses them), so every ISA gives the same bits.
+const LANES: usize = 16;
 
 /// `out[t, h] = softmax(q[t, h] · K[span(t)]ᵀ / sqrt(d)) · V[span(t)]`, with kv head `h / (H / KVH)`.
 ///
 /// `q`: `[n, H, d]`; `k_cache`, `v_cache`: one layer, `[slots, KVH, d]`; `out`: `[n, H, d]`.
+/// Work is split per (token, kv head): the q heads sharing a kv head read its K and V once.
 pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], spans: &[AttnSpan], shape: AttnShape, out: &mut [f32]) {
     let AttnShape { n_heads, n_kv_heads, head_dim: d } = shape;
     let group = n_heads / n_kv_heads;
-    let kv_stride = n_kv_heads * d;
     assert_eq!(q.len(), spans.len() * n_heads * d, "attention: q is not [n, H, d]");
     assert_eq!(out.len(), q.len(), "attention: out is not [n, H, d]");
     let scale = 1.0 / (d as f32).sqrt();
-    out.par_chunks_exact_mut(d).enumerate().for_each(|(i, o)| {
-        let (t, h) = (i / n_heads, i % n_heads);
-        let span = spans[t];
-        let qv = &q[i * d..(i + 1) * d];
-        let kvh = h / group;
+    out.par_chunks_exact_mut(group * d).enumerate().for_each(|(i, o)| {
+        let (t, kvh) = (i / n_kv_heads, i % n_kv_heads);
+        let job = Job {
+            q: &q[i * group * d..(i + 1) * group * d],
+            k_cache,
+            v_cache,
+            span: spans[t],
+            kvh,
+            n_kv_heads,
+            d,
+            group,
+            scale,
+        };
         SCORES.with(|cell| {
             let mut scores = cell.borrow_mut();
-            scores.resize(span.len, 0.0);
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                let base = (span.slot_base + j) * kv_stride + kvh * d;
-                let k = &k_cache[base..base + d];
-                *s = qv.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                max = max.max(*s);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature was just detected.
+                return unsafe { attend_avx512(&job, &mut scores, o) };
             }
-            let mut denom = 0.0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                denom += *s;
-            }
-            o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let base = (span.slot_base + j) * kv_stride + kvh * d;
-                let w = p / denom;
-                for (a, &b) in o.iter_mut().zip(&v_cache[base..base + d]) {
-                    *a += w * b;
-                }
-            }
+            attend(&job, &mut scores, o)
         });
     });
+}
+
+/// One (token, kv head): its `group` q heads against the token's visible slots.
+struct Job<'a> {
+    q: &'a [f32],
+    k_cache: &'a [f32],
+    v_cache: &'a [f32],
+    span: AttnSpan,
+    kvh: usize,
+    n_kv_heads: usize,
+    d: usize,
+    group: usize,
+    scale: f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn attend_avx512(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+    attend(job, scores, out)
+}
+
+/// The body, inlined into each `target_feature` wrapper so LLVM vectorises it for that ISA.
+#[inline(always)]
+fn attend(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let Job { q, k_cache, v_cache, span, kvh, n_kv_heads, d, group, scale } = *job;
+    let len = span.len;
+    let at = |j: usize| (span.slot_base + j) * n_kv_heads * d + kvh * d;
+    scores.clear();
+    scores.resize(group * len, 0.0);
+    // 1. scores[g, j] = q_g · k_j · scale (each K row read once for the whole group)
+    for j in 0..len {
+        let k = &k_cache[at(j)..at(j) + d];
+        for g in 0..group {
+            scores[g * len + j] = dot(&q[g * d..(g + 1) * d], k) * scale;
+        }
+    }
+    // 2. softmax per q head: p = exp(s - max); weights p / Σp
+    let mut denoms = [0f32; 16];
+    assert!(group <= denoms.len(), "attention: more than 16 q heads per kv head");
+    for g in 0..group {
+        let s = &mut scores[g * len..(g + 1) * len];
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut denom = 0.0f32;
+        for v in s.iter_mut() {
+            *v = (*v - max).exp();
+            denom += *v;
+        }
+        denoms[g] = denom;
+    }
+    // 3. out_g = Σ_j (p_gj / denom_g) · v_j (each V row read once for the whole group)
+    out.fill(0.0);
+    for j in 0..len {
+        let v = &v_cache[at(j)..at(j) + d];
+        for g in 0..group {
+            let w = scores[g * len + j] / denoms[g];
+            for (a, &b) in out[g * d..(g + 1) * d].iter_mut().zip(v) {
+                *a += w * b;
+            }
+        }
+    }
+}
+
+/// `a · b` in 16 lanes (lane l sums the elements ≡ l mod 16 in order), then [`reduce16`].
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        acc[l] += x * y;
+    }
+    reduce16(&acc)
 }
 
 #[cfg(test)]
@@ -90,5 +167,50 @@ mod tests {
         let s = 1.0 / 2f32.sqrt();
         let (a, b) = ((3.0 * s).exp(), (1.0 * s).exp());
         assert!((out[0] - (5.0 * a + 7.0 * b) / (a + b)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn matches_naive_softmax_attention_with_gqa_and_odd_head_dim() {
+        let shape = AttnShape { n_heads: 6, n_kv_heads: 2, head_dim: 20 };
+        let (h, kvh, d) = (6, 2, 20);
+        let slots = 50;
+        let val =
+            |i: usize, s: u32| (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 9) % 1001) as f32 / 500.0 - 1.0;
+        let k: Vec<f32> = (0..slots * kvh * d).map(|i| val(i, 1)).collect();
+        let v: Vec<f32> = (0..slots * kvh * d).map(|i| val(i, 2)).collect();
+        let spans = [
+            AttnSpan { slot_base: 3, len: 1 },
+            AttnSpan { slot_base: 3, len: 17 },
+            AttnSpan { slot_base: 10, len: 40 },
+        ];
+        let q: Vec<f32> = (0..spans.len() * h * d).map(|i| val(i, 3)).collect();
+        let mut out = vec![0f32; q.len()];
+        attention(&q, &k, &v, &spans, shape, &mut out);
+        for (t, sp) in spans.iter().enumerate() {
+            for hh in 0..h {
+                let g = hh / (h / kvh);
+                let qv = &q[(t * h + hh) * d..(t * h + hh + 1) * d];
+                let s: Vec<f64> = (0..sp.len)
+                    .map(|j| {
+                        let kb = ((sp.slot_base + j) * kvh + g) * d;
+                        qv.iter().zip(&k[kb..kb + d]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..d {
+                    let want: f64 =
+                        (0..sp.len).map(|j| e[j] / z * v[((sp.slot_base + j) * kvh + g) * d + c] as f64).sum();
+                    let got = out[(t * h + hh) * d + c] as f64;
+                    assert!((got - want).abs() < 1e-5, "t={t} h={hh} c={c}: {got} vs {want}");
+                }
+            }
+        }
+        // A token's output does not depend on the other tokens of the call.
+        let mut alone = vec![0f32; h * d];
+        attention(&q[2 * h * d..], &k, &v, &spans[2..], shape, &mut alone);
+        assert_eq!(&alone[..], &out[2 * h * d..]);
     }
 }
