@@ -66,7 +66,7 @@ pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], spans: &[AttnSpan]
                 // SAFETY: the feature was just detected.
                 return unsafe { attend_avx512(&job, &mut scores, o) };
             }
-            attend(&job, &mut scores, o)
+            attend(&job, &mut scores, o, dot)
         });
     });
 }
@@ -87,12 +87,37 @@ struct Job<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn attend_avx512(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
-    attend(job, scores, out)
+    attend(job, scores, out, |a, b| {
+        // SAFETY: this function only runs where AVX-512F was detected.
+        unsafe { dot_avx512(a, b) }
+    })
+}
+
+/// [`dot`] with AVX-512: the same lanes, the same order, the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc = _mm512_setzero_ps();
+    let mut c = 0;
+    while c + LANES <= n {
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(a.as_ptr().add(c)), _mm512_loadu_ps(b.as_ptr().add(c))));
+        c += LANES;
+    }
+    if c < n {
+        let m: __mmask16 = ((1u32 << (n - c)) - 1) as __mmask16;
+        let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a.as_ptr().add(c)), _mm512_maskz_loadu_ps(m, b.as_ptr().add(c)));
+        acc = _mm512_add_ps(acc, p);
+    }
+    let mut lanes = [0f32; LANES];
+    _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
+    reduce16(&lanes)
 }
 
 /// The body, inlined into each `target_feature` wrapper so LLVM vectorises it for that ISA.
 #[inline(always)]
-fn attend(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+fn attend(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32], dot: impl Fn(&[f32], &[f32]) -> f32) {
     let Job { q, k_cache, v_cache, span, kvh, n_kv_heads, d, group, scale } = *job;
     let len = span.len;
     let at = |j: usize| (span.slot_base + j) * n_kv_heads * d + kvh * d;
@@ -212,5 +237,18 @@ mod tests {
         let mut alone = vec![0f32; h * d];
         attention(&q[2 * h * d..], &k, &v, &spans[2..], shape, &mut alone);
         assert_eq!(&alone[..], &out[2 * h * d..]);
+    }
+
+    #[test]
+    fn simd_dot_has_the_portable_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            for n in [1, 5, 16, 17, 31, 128, 130] {
+                let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+                let b: Vec<f32> = (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 3.0).collect();
+                // SAFETY: the feature was just detected.
+                assert_eq!(dot(&a, &b).to_bits(), unsafe { dot_avx512(&a, &b) }.to_bits(), "n={n}");
+            }
+        }
     }
 }
