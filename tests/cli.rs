@@ -163,6 +163,8 @@ fn bad_input_gets_a_clear_error() {
     assert!(temp.contains("--temperature"), "{temp}");
     let missing = fails(&["run", "--model", "/nonexistent/model", "--question", "hi"]);
     assert!(missing.contains("/nonexistent/model"), "{missing}");
+    let hub = fails(&["run", "--model", "latentmas-test/no-such-model", "--question", "hi"]);
+    assert!(hub.contains("Hugging Face hub") && hub.contains("--model"), "{hub}");
     let cuda = fails(&["run", "--model", TINY, "--question", "hi", "--device", "cuda"]);
     assert!(cuda.contains("--device cuda"), "{cuda}");
     let prompts = fails(&["run", "--model", TINY, "--question", "hi", "--prompts", "/nonexistent.json"]);
