@@ -24,10 +24,16 @@ pub mod code_exec;
 pub mod dataset;
 pub mod extract;
 pub mod question;
+pub mod record;
+pub mod runner;
 pub mod score;
+pub mod summary;
 pub mod task;
 
 pub use code_exec::{ExecConfig, ExecOutcome, ExecStatus, NetIsolation, SandboxInfo};
 pub use dataset::{load, Dataset, Item, LoadWarning};
+pub use record::Record;
+pub use runner::{run_eval, EvalOptions, EvalRun, SolveOutput, Solver};
 pub use score::{predict, Gold, Scored};
+pub use summary::{Summary, SummaryTable};
 pub use task::Task;
