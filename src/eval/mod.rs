@@ -20,11 +20,13 @@
 //! println!("{}", run.summary);
 //! ```
 
+pub mod chart;
 pub mod code_exec;
 pub mod dataset;
 pub mod extract;
 pub mod question;
 pub mod record;
+pub mod report;
 pub mod runner;
 pub mod score;
 pub mod summary;
@@ -33,6 +35,7 @@ pub mod task;
 pub use code_exec::{ExecConfig, ExecOutcome, ExecStatus, NetIsolation, SandboxInfo};
 pub use dataset::{load, Dataset, Item, LoadWarning};
 pub use record::Record;
+pub use report::{build_report, Report};
 pub use runner::{run_eval, EvalOptions, EvalRun, SolveOutput, Solver};
 pub use score::{predict, Gold, Scored};
 pub use summary::{Summary, SummaryTable};
