@@ -5,6 +5,8 @@
 //! - [`run_python`]: run one program in a fresh sandbox, returning an [`ExecOutcome`].
 //! - [`preflight`]: check once that the sandbox works and can import numpy (the tests of both code
 //!   benchmarks need it); reports whether network isolation is in force ([`SandboxInfo`]).
+//! - [`prepare`]: [`preflight`], falling back from `nobody` to our own user when only we can reach a
+//!   Python with numpy; returns the config to score with.
 //!
 //! What counts as correct, and why: the reference (`utils.run_with_timeout`) `exec`s the program in a
 //! forked process inside `try: … except Exception`, and an item is right iff that `exec` returns. We
@@ -16,7 +18,8 @@
 //! - stdin is empty (`input()` raises `EOFError`), stdout is discarded;
 //! - the 10 s timeout covers interpreter start-up too.
 //!
-//! The harness exits 0 only when `exec` returned; any other exit, a signal, or the timeout is a failure.
+//! Passing = the harness saw `exec` return (it then writes a per-run token to a file and exits 0); any
+//! exception, any exit the program makes itself (even `os._exit(0)`), a signal, or the timeout fails.
 //!
 //! Sandbox, per run: a new temporary directory (working directory, `HOME`, `TMPDIR`; removed after),
 //! a cleared environment (only `PATH`, `PYTHONPATH`, `PYTHONHOME`, `VIRTUAL_ENV` pass through; BLAS
@@ -55,7 +58,9 @@ pub const NOBODY: u32 = 65534;
 /// How much of the child's stderr is kept for the failure detail.
 const STDERR_TAIL_BYTES: u64 = 2048;
 
-/// Runs `solution.py` like the reference's `exec(code, {})` inside `try/except Exception`.
+/// Runs `solution.py` like the reference's `exec(code, {})` inside `try/except Exception`; argv[2] is a
+/// per-run token written to `harness.ok` only when `exec` returned, so a program that ends the process
+/// itself (`os._exit(0)`) is not mistaken for one that finished.
 const HARNESS: &str = r#"import os, sys, traceback
 with open(sys.argv[1], encoding="utf-8") as f:
     src = f.read()
@@ -65,6 +70,9 @@ except BaseException:
     traceback.print_exc()
     sys.stderr.flush()
     os._exit(1)
+fd = os.open("harness.ok", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, sys.argv[2].encode())
+os.close(fd)
 sys.stderr.flush()
 os._exit(0)
 "#;
@@ -114,7 +122,7 @@ impl Default for ExecConfig {
 pub enum ExecStatus {
     /// The program ran to its end without an exception.
     Passed,
-    /// Exception (harness exit 1), another exit code, or a signal.
+    /// Exception (harness exit 1), an exit the program made itself (any code, 0 included), or a signal.
     Failed { exit_code: Option<i32>, signal: Option<i32> },
     /// Still running at the timeout; its process group was killed.
     TimedOut,
@@ -141,6 +149,9 @@ impl fmt::Display for ExecOutcome {
         match &self.status {
             ExecStatus::Passed => return write!(f, "passed in {:.2} s", self.seconds),
             ExecStatus::TimedOut => return write!(f, "timed out after {:.1} s", self.seconds),
+            ExecStatus::Failed { exit_code: Some(0), .. } => {
+                write!(f, "the program ended the process itself (exit 0)")?
+            }
             ExecStatus::Failed { exit_code: Some(c), .. } => write!(f, "exit {c}")?,
             ExecStatus::Failed { signal: Some(s), .. } => write!(f, "killed by signal {s}")?,
             ExecStatus::Failed { .. } => write!(f, "failed")?,
@@ -160,6 +171,29 @@ pub struct SandboxInfo {
     pub network_isolated: bool,
     /// The child runs as `nobody` (we are root and `drop_root` is set).
     pub runs_as_nobody: bool,
+    /// Why [`prepare`] changed the config, if it did.
+    pub note: Option<String>,
+}
+
+/// [`preflight`] for the config to score with. When we are root, `drop_root` is set and the Python that
+/// `nobody` reaches cannot import numpy (as with pyenv or conda under `/root`, which `nobody` cannot
+/// enter), the programs run as our own user instead, and the returned info says so: scoring every
+/// item wrong would be worse.
+pub fn prepare(cfg: &ExecConfig) -> Result<(ExecConfig, SandboxInfo)> {
+    match preflight(cfg) {
+        Ok(info) => Ok((cfg.clone(), info)),
+        Err(first) if drop_to_nobody(cfg) => {
+            let own = ExecConfig { drop_root: false, ..cfg.clone() };
+            match preflight(&own) {
+                Ok(mut info) => {
+                    info.note = Some(format!("running code as root: as uid {NOBODY} it failed ({first})"));
+                    Ok((own, info))
+                }
+                Err(_) => Err(first),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Checks that the sandbox starts and can import numpy, and whether network isolation works.
@@ -175,7 +209,7 @@ pub fn preflight(cfg: &ExecConfig) -> Result<SandboxInfo> {
             cfg.python.display()
         )));
     }
-    Ok(SandboxInfo { network_isolated, runs_as_nobody: drop_to_nobody(cfg) })
+    Ok(SandboxInfo { network_isolated, runs_as_nobody: drop_to_nobody(cfg), note: None })
 }
 
 /// Runs `program` in a fresh sandbox. `Ok` for every way the program itself can end (pass, fail,
@@ -189,8 +223,10 @@ pub fn run_python(program: &str, cfg: &ExecConfig) -> Result<ExecOutcome> {
     let stderr = File::create(&stderr_path).map_err(|e| Error::io(&stderr_path, e))?;
 
     let mut cmd = Command::new(&cfg.python);
+    let token = dir.token();
     cmd.arg("harness.py")
         .arg("solution.py")
+        .arg(&token)
         .current_dir(&dir.path)
         .env_clear()
         .envs(child_env(&dir.path))
@@ -218,7 +254,7 @@ pub fn run_python(program: &str, cfg: &ExecConfig) -> Result<ExecOutcome> {
     let stderr_tail = read_tail(&stderr_path);
     let status = match status {
         None => ExecStatus::TimedOut,
-        Some(s) if s.success() => ExecStatus::Passed,
+        Some(s) if s.success() && dir.read("harness.ok").as_deref() == Some(token.as_str()) => ExecStatus::Passed,
         Some(s) => ExecStatus::Failed { exit_code: s.code(), signal: s.signal() },
     };
     Ok(ExecOutcome { status, seconds, stderr_tail })
@@ -390,6 +426,15 @@ impl SandboxDir {
         let path = self.path.join(name);
         fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
         self.chown(&path)
+    }
+
+    /// A value unique to this run (directory names are unique per process and time).
+    fn token(&self) -> String {
+        self.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    }
+
+    fn read(&self, name: &str) -> Option<String> {
+        fs::read_to_string(self.path.join(name)).ok()
     }
 
     fn chown(&self, path: &Path) -> Result<()> {

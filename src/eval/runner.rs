@@ -86,7 +86,8 @@ pub struct EvalRun {
     pub resumed: usize,
     /// Items solved and scored in this run.
     pub ran: usize,
-    /// The sandbox check of code tasks (`None` for other tasks or when nothing ran).
+    /// The sandbox check of code tasks (`None` for other tasks or when nothing ran); its `note` says
+    /// when the programs ran as root because `nobody` could not reach a Python with numpy.
     pub sandbox: Option<SandboxInfo>,
 }
 
@@ -129,14 +130,17 @@ pub fn run_eval<S: Solver + ?Sized>(solver: &mut S, items: &[Item], opts: &EvalO
         );
     }
 
-    let sandbox = if task.is_code() && !todo.is_empty() {
-        let info = code_exec::preflight(&opts.exec)?;
+    let (exec, sandbox) = if task.is_code() && !todo.is_empty() {
+        let (exec, info) = code_exec::prepare(&opts.exec)?;
+        if let Some(note) = &info.note {
+            tracing::warn!("{note}");
+        }
         if !info.network_isolated {
             tracing::warn!("code scoring runs WITH network access: this kernel refuses a new network namespace");
         }
-        Some(info)
+        (exec, Some(info))
     } else {
-        None
+        (opts.exec.clone(), None)
     };
 
     let mut writer = ResultsWriter::open(&opts.out, file.complete_len)?;
@@ -162,7 +166,7 @@ pub fn run_eval<S: Solver + ?Sized>(solver: &mut S, items: &[Item], opts: &EvalO
         }
         // Code tasks spend seconds per item in python; score the batch's items side by side.
         let scored: Vec<Result<Scored>> =
-            batch.par_iter().zip(&outputs).map(|(it, o)| score(task, &it.gold, &o.text, &opts.exec)).collect();
+            batch.par_iter().zip(&outputs).map(|(it, o)| score(task, &it.gold, &o.text, &exec)).collect();
         for ((item, output), scored) in batch.iter().zip(outputs).zip(scored) {
             let scored = scored?;
             let record = Record {
