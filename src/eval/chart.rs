@@ -16,6 +16,10 @@ const LEFT: f64 = 80.0;
 const TOP: f64 = 60.0;
 /// Horizontal distance between the two panels' left edges.
 const PANEL_STEP: f64 = 480.0;
+/// Approximate advance of one 11 px sans-serif character, for label overlap checks.
+const LABEL_CHAR_W: f64 = 6.2;
+/// Line height of an 11 px label.
+const LABEL_LINE_H: f64 = 13.0;
 /// How a panel reads its x value from a summary.
 type Metric = fn(&Summary) -> f64;
 /// Colour-blind-safe palette (Okabe–Ito), one colour per method.
@@ -109,6 +113,8 @@ fn panel(
         x0 - 48.0,
         TOP + PANEL_H / 2.0
     );
+    // Label boxes already placed in this panel: (left, right, top, bottom).
+    let mut placed: Vec<(f64, f64, f64, f64)> = Vec::new();
     for s in summaries {
         let colour = PALETTE[methods.iter().position(|m| *m == s.method).unwrap_or(0) % PALETTE.len()];
         let (x, y) = (px(xval(s)), py(s.accuracy));
@@ -119,14 +125,32 @@ fn panel(
         }
         let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="5" fill="{colour}"/>"#);
         let label = if many_tasks { format!("{} ({})", s.method, s.task) } else { s.method.clone() };
+        // Labels of points in the right part of a panel go to their left, so they stay inside the chart.
+        let (lx, anchor) = if x > x0 + 0.6 * PANEL_W { (x - 7.0, "end") } else { (x + 7.0, "start") };
+        let ly = free_row(&mut placed, lx, y - 7.0, label.chars().count() as f64 * LABEL_CHAR_W, anchor == "end");
         let _ = writeln!(
             svg,
-            r#"<text x="{}" y="{}" font-size="11" fill="{colour}">{}</text>"#,
-            x + 7.0,
-            y - 7.0,
+            r#"<text x="{lx}" y="{ly}" font-size="11" fill="{colour}" text-anchor="{anchor}">{}</text>"#,
             escape(&label)
         );
     }
+}
+
+/// The first baseline at or below `y` (in steps of one text line) where a label of `width` does not
+/// overlap the labels already placed; records its box. Greedy, which is enough for a handful of methods.
+fn free_row(placed: &mut Vec<(f64, f64, f64, f64)>, x: f64, y: f64, width: f64, ends_at_x: bool) -> f64 {
+    let (left, right) = if ends_at_x { (x - width, x) } else { (x, x + width) };
+    let mut base = y;
+    for _ in 0..20 {
+        let (top, bottom) = (base - LABEL_LINE_H + 2.0, base + 2.0);
+        let clash = placed.iter().any(|&(l, r, t, b)| left < r && l < right && top < b && t < bottom);
+        if !clash {
+            break;
+        }
+        base += LABEL_LINE_H;
+    }
+    placed.push((left, right, base - LABEL_LINE_H + 2.0, base + 2.0));
+    base
 }
 
 /// A tick step of 1, 2 or 5 × 10^k giving about five ticks, and the axis end (a multiple of the step
