@@ -64,10 +64,13 @@ fn hang_is_killed_at_the_timeout() {
 
 #[test]
 fn memory_is_limited() {
-    let o = run("x = bytearray(3 << 30)");
+    let o = run("x = bytearray(6 << 30)");
     assert!(!o.passed() && o.stderr_tail.contains("MemoryError"), "{o} / {}", o.stderr_tail);
     let o = run("x = bytearray(200 << 20)\nassert len(x) == 200 << 20");
     assert!(o.passed(), "{o} / {}", o.stderr_tail);
+    let small = ExecConfig { memory_bytes: 256 << 20, ..cfg() };
+    let o = run_python("x = bytearray(300 << 20)", &small).expect("runs");
+    assert!(!o.passed() && o.stderr_tail.contains("MemoryError"), "{o} / {}", o.stderr_tail);
 }
 
 /// A background process started by the program dies with it: the whole process group is killed.

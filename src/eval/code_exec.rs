@@ -46,9 +46,9 @@ use crate::error::{Error, Result};
 
 /// The reference's per-program timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Address-space limit. numpy with one BLAS thread peaks near 150 MiB of address space; 1 GiB leaves room
-/// for honest solutions and stops runaway allocations long before they hurt the engine.
-pub const DEFAULT_MEMORY_BYTES: u64 = 1 << 30;
+/// Address-space limit. The reference sets none; MBPP+ item 255's canonical solution peaks at 2.2 GB
+/// resident, so 4 GiB lets every canonical solution pass while still stopping runaway allocations.
+pub const DEFAULT_MEMORY_BYTES: u64 = 4 << 30;
 /// RLIMIT_NPROC. Linux counts threads of the whole uid, so this is a fork-bomb brake, not an exact count.
 pub const DEFAULT_MAX_PROCESSES: u64 = 256;
 /// RLIMIT_FSIZE: stops a program from filling the disk; its stderr goes to a file under this limit too.
@@ -301,11 +301,11 @@ struct Limits {
 impl Limits {
     fn new(cfg: &ExecConfig) -> Self {
         Limits {
-            memory: cfg.memory_bytes,
-            processes: cfg.max_processes,
-            file_bytes: cfg.max_file_bytes,
+            memory: capped(libc::RLIMIT_AS, cfg.memory_bytes),
+            processes: capped(libc::RLIMIT_NPROC, cfg.max_processes),
+            file_bytes: capped(libc::RLIMIT_FSIZE, cfg.max_file_bytes),
             // A CPU-time backstop just past the wall-clock timeout, should our kill be late.
-            cpu_seconds: cfg.timeout.as_secs() + 2,
+            cpu_seconds: capped(libc::RLIMIT_CPU, cfg.timeout.as_secs() + 2),
             network: cfg.network,
         }
     }
@@ -335,6 +335,20 @@ impl Limits {
 type Resource = libc::__rlimit_resource_t;
 #[cfg(not(target_env = "gnu"))]
 type Resource = libc::c_int;
+
+/// `value`, lowered to our own hard limit: an unprivileged process may not raise a hard limit, and the
+/// child would fail to start.
+fn capped(resource: Resource, value: u64) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(resource, &mut lim) } != 0 || lim.rlim_max == libc::RLIM_INFINITY {
+        return value;
+    }
+    // rlim_t is u64 on 64-bit Linux but not on every target.
+    #[allow(clippy::unnecessary_cast)]
+    let hard = lim.rlim_max as u64;
+    value.min(hard)
+}
 
 fn set_rlimit(resource: Resource, value: u64) -> std::io::Result<()> {
     let lim = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
