@@ -171,6 +171,9 @@ fn foreign_file_and_bad_solver_are_errors() {
     assert_eq!(err.as_deref(), Some("solver short returned 0 outputs for 2 questions"));
     let zero = EvalOptions { batch_size: 0, ..opts(&dir.join("r.jsonl"), 1) };
     assert!(eval::run_eval(&mut Short, &items, &zero).is_err());
+    let twice = [items[0].clone(), items[0].clone()];
+    let err = eval::run_eval(&mut Short, &twice, &opts(&dir.join("r.jsonl"), 1)).err().map(|e| e.to_string());
+    assert!(err.as_deref().is_some_and(|e| e.contains("appears twice")), "{err:?}");
 }
 
 #[test]

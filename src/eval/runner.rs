@@ -100,6 +100,11 @@ pub fn run_eval<S: Solver + ?Sized>(solver: &mut S, items: &[Item], opts: &EvalO
     let task = opts.task;
     let method = solver.method_label();
     let selected = &items[..opts.limit.unwrap_or(items.len()).min(items.len())];
+    // Resuming is keyed by id: two items with one id would shadow each other.
+    let mut ids = std::collections::HashSet::new();
+    if let Some(dup) = selected.iter().find(|it| !ids.insert(it.id.as_str())) {
+        return Err(Error::InvalidArgument(format!("item id {:?} appears twice; ids must be unique", dup.id)));
+    }
 
     let file = read_results(&opts.out)?;
     if let Some((line, reason)) = file.bad_lines.first() {
