@@ -47,7 +47,7 @@ impl Solver for Arith {
             .iter()
             .map(|q| {
                 let i: u64 = q.split([' ', ':']).nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
-                let answer = if i % 2 == 0 { i + 1 } else { i + 2 };
+                let answer = if i.is_multiple_of(2) { i + 1 } else { i + 2 };
                 SolveOutput {
                     text: format!("so \\boxed{{{answer}}}"),
                     agents: serde_json::json!([]),

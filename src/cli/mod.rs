@@ -2,7 +2,10 @@
 
 mod align;
 mod common;
+mod eval;
+mod extract;
 mod generate;
+mod report;
 mod run;
 mod synth;
 
@@ -29,6 +32,12 @@ enum Command {
     Run(run::Args),
     /// Compute (or find cached) the latent alignment W_a of a model.
     Align(align::Args),
+    /// Run a benchmark file through one method and score it; resumable.
+    Eval(eval::Args),
+    /// Compare methods over eval results files (table, optional SVG chart).
+    Report(report::Args),
+    /// Print the normalised prediction of a model output read from stdin.
+    Extract(extract::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -37,5 +46,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Run(a) => run::run(a),
         Command::Align(a) => align::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Extract(a) => extract::run(a),
     }
 }

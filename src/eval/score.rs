@@ -129,7 +129,12 @@ pub fn py_int(s: &str) -> Option<String> {
 
 /// The prediction of a model text: the last python block for code tasks, else the normalised answer.
 pub fn predict(task: Task, text: &str) -> Option<String> {
-    if task.is_code() {
+    predict_answer(task.is_code(), text)
+}
+
+/// [`predict`] by answer kind alone (runs know their prompt family, not their dataset).
+pub fn predict_answer(code: bool, text: &str) -> Option<String> {
+    if code {
         extract_python_block(text)
     } else {
         extract_answer(text).map(|a| normalize(&a))
