@@ -9,8 +9,10 @@
 //!
 //! Rules every entry point keeps:
 //! - No panic crosses the boundary: each body runs under `catch_unwind`; a caught panic is `LM_ERR_PANIC`.
-//! - Each call first clears this thread's last error; a failure sets its code and message
-//!   ([`lm_last_error_code`], [`lm_last_error`]), so after any call `lm_last_error_code() == 0` iff it succeeded.
+//! - Each call that can fail first clears this thread's last error; a failure sets its code and message
+//!   ([`lm_last_error_code`], [`lm_last_error`]), so after such a call `lm_last_error_code() == 0` iff it
+//!   succeeded. The infallible ones (default params, `lm_last_error*`, `lm_status_name`, `lm_version`) leave it
+//!   alone, so `printf("%s: %s", lm_status_name(rc), lm_last_error())` is safe in either evaluation order.
 //! - Handles are opaque tokens, never addresses: a handle is looked up in a process-wide registry and never
 //!   dereferenced. Each value is issued once per process, so a double free, a use after free, a handle of the
 //!   wrong kind or a pointer that never came from the library is `LM_ERR_INVALID_HANDLE`, never a crash.
@@ -322,64 +324,137 @@ unsafe fn read_word<T: std::str::FromStr<Err = Error>>(p: *const c_char, what: &
 // The handle registry
 // ---------------------------------------------------------------------------------------------------------
 
-enum Handle {
-    Engine(Arc<LmEngine>),
-    Result(Arc<LmResult>),
+/// The two kinds of handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Engine,
+    Result,
 }
 
+impl Kind {
+    fn c_name(self) -> &'static str {
+        match self {
+            Kind::Engine => "lm_engine",
+            Kind::Result => "lm_result",
+        }
+    }
+
+    fn made_by(self) -> &'static str {
+        match self {
+            Kind::Engine => "lm_engine_open",
+            Kind::Result => "lm_run",
+        }
+    }
+}
+
+/// A type a handle can stand for.
+trait Handled: Send + Sync + 'static {
+    const KIND: Kind;
+}
+
+impl Handled for LmEngine {
+    const KIND: Kind = Kind::Engine;
+}
+
+impl Handled for LmResult {
+    const KIND: Kind = Kind::Result;
+}
+
+/// One live handle: its kind and the `Arc` the registry owns, as `Arc::into_raw(..) as usize ^ HIDE`.
+///
+/// The pointer is stored masked so that leak checkers (valgrind, LeakSanitizer), which treat any word that
+/// looks like a heap address as a reference, do not see it: a handle the caller never frees is reported as
+/// lost at its allocation site (in `lm_engine_open` / `lm_run`) instead of hiding as "still reachable".
+struct Entry {
+    kind: Kind,
+    bits: usize,
+}
+
+/// The mask of [`Entry::bits`]: 0x5A5A… at any pointer width.
+const HIDE: usize = usize::MAX / 0xFF * 0x5A;
+
 /// Live handles by value. Values come from [`NEXT_HANDLE`] and are never reused.
-static HANDLES: LazyLock<Mutex<HashMap<usize, Handle>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static HANDLES: LazyLock<Mutex<HashMap<usize, Entry>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 /// The next handle value: starts high and steps by 16, so handles look like aligned pointers and never
 /// collide with small integers a confused caller might pass.
 static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(HANDLE_BASE);
 const HANDLE_BASE: usize = 0x1A7E_0000;
 const HANDLE_STEP: usize = 16;
 
-fn registry() -> MutexGuard<'static, HashMap<usize, Handle>> {
+fn registry() -> MutexGuard<'static, HashMap<usize, Entry>> {
     // Nothing panics while holding the registry lock; recover anyway rather than fail every later call.
     HANDLES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn register(h: Handle) -> Res<usize> {
+/// Hands `value` to the registry and returns its new handle.
+fn register<T: Handled>(value: T) -> Res<*mut T> {
     let id = NEXT_HANDLE.fetch_add(HANDLE_STEP, Ordering::Relaxed);
     if id < HANDLE_BASE {
         // 2^60 handles on 64-bit targets; on 32-bit ones ~2^28 handles before values would repeat.
         return Err(Fail::new(Status::Run, "handle values are exhausted in this process"));
     }
-    registry().insert(id, h);
-    Ok(id)
+    let bits = Arc::into_raw(Arc::new(value)) as usize ^ HIDE;
+    registry().insert(id, Entry { kind: T::KIND, bits });
+    Ok(id as *mut T)
 }
 
-fn engine_of(p: *const LmEngine, what: &str) -> Res<Arc<LmEngine>> {
+/// Checks that `p` is a live handle of kind `T` in `map`.
+fn find<T: Handled>(map: &HashMap<usize, Entry>, p: *const T, what: &str) -> Res<usize> {
     if p.is_null() {
         return Err(Fail::new(Status::NullPointer, format!("{what} is NULL")));
     }
-    match registry().get(&(p as usize)) {
-        Some(Handle::Engine(e)) => Ok(e.clone()),
-        Some(Handle::Result(_)) => {
-            Err(Fail::new(Status::InvalidHandle, format!("{what} ({p:p}) is an lm_result, not an lm_engine")))
-        }
+    match map.get(&(p as usize)) {
+        Some(e) if e.kind == T::KIND => Ok(e.bits),
+        Some(e) => Err(Fail::new(
+            Status::InvalidHandle,
+            format!("{what} ({p:p}) is an {}, not an {}", e.kind.c_name(), T::KIND.c_name()),
+        )),
         None => Err(Fail::new(
             Status::InvalidHandle,
-            format!("{what} ({p:p}) is not a live lm_engine (freed already, or never returned by lm_engine_open)"),
+            format!(
+                "{what} ({p:p}) is not a live {} (freed already, or never returned by {})",
+                T::KIND.c_name(),
+                T::KIND.made_by()
+            ),
         )),
     }
 }
 
-fn result_of(p: *const LmResult, what: &str) -> Res<Arc<LmResult>> {
+/// The object behind a live handle (a new reference: it stays alive while the caller uses it, even if another
+/// thread frees the handle meanwhile).
+fn lookup<T: Handled>(p: *const T, what: &str) -> Res<Arc<T>> {
+    let map = registry();
+    let bits = find(&map, p, what)?;
+    let raw = (bits ^ HIDE) as *const T;
+    // SAFETY: `bits` is an entry of kind T, so `raw` came from `Arc::<T>::into_raw` in `register`, and the
+    // registry still owns that reference (entries are removed only under this lock, which we hold), so the
+    // allocation is alive; adding a count and taking it back as an Arc is balanced.
+    unsafe {
+        Arc::increment_strong_count(raw);
+        Ok(Arc::from_raw(raw))
+    }
+}
+
+/// Frees a handle: NULL is a no-op; anything but a live handle of kind T is an error and frees nothing.
+fn release<T: Handled>(p: *mut T, what: &str) -> Res<()> {
     if p.is_null() {
-        return Err(Fail::new(Status::NullPointer, format!("{what} is NULL")));
+        return Ok(());
     }
-    match registry().get(&(p as usize)) {
-        Some(Handle::Result(r)) => Ok(r.clone()),
-        Some(Handle::Engine(_)) => {
-            Err(Fail::new(Status::InvalidHandle, format!("{what} ({p:p}) is an lm_engine, not an lm_result")))
+    let bits = {
+        let mut map = registry();
+        let bits = find(&map, p, what)?;
+        map.remove(&(p as usize));
+        if map.is_empty() {
+            // A program that freed everything holds no allocation of this module at exit.
+            map.shrink_to_fit();
         }
-        None => Err(Fail::new(
-            Status::InvalidHandle,
-            format!("{what} ({p:p}) is not a live lm_result (freed already, or never returned by lm_run)"),
-        )),
-    }
+        bits
+    };
+    // SAFETY: the entry (of kind T, so from `Arc::<T>::into_raw`) was just removed under the lock, so this is the
+    // one place that takes the registry's reference back. Dropped outside the lock: dropping an engine unmaps
+    // its weights, and a run in progress elsewhere keeps its own reference.
+    drop(unsafe { Arc::from_raw((bits ^ HIDE) as *const T) });
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -450,14 +525,13 @@ pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut
         let align = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), p.realign != 0)
             .map_err(|e| from_error(e, true))?
             .0;
-        let handle = LmEngine {
+        let handle = register(LmEngine {
             kv_slots: engine.kv.slots() as u64,
             kv_bytes: engine.kv.bytes(),
             state: Mutex::new(EngineState { engine, align, prompts: PromptSet::builtin() }),
-        };
-        let id = register(Handle::Engine(Arc::new(handle)))?;
+        })?;
         // SAFETY: `out` was checked and cleared by out_slot above.
-        unsafe { out.write(id as *mut LmEngine) };
+        unsafe { out.write(handle) };
         Ok(())
     })
 }
@@ -494,7 +568,8 @@ unsafe fn run_config(p: &LmRunParams) -> Res<RunConfig> {
         return bad(format!("params.top_k = {} must be >= 0 (0 = no top-k cut)", p.top_k));
     }
     let greedy = p.greedy != 0;
-    if !greedy && !(p.temperature > 0.0 && p.temperature.is_finite()) {
+    let usable_temperature = p.temperature > 0.0 && p.temperature.is_finite();
+    if !greedy && !usable_temperature {
         return bad(format!("params.temperature = {} must be > 0 and finite (or set params.greedy)", p.temperature));
     }
     if !(p.top_p > 0.0 && p.top_p <= 1.0) {
@@ -539,7 +614,7 @@ pub unsafe extern "C" fn lm_run(
     entry_status("lm_run", || {
         // SAFETY: forwarded contract of this function (out is NULL or writable).
         let out = unsafe { out_slot(out, "out")? };
-        let handle = engine_of(engine, "engine")?;
+        let handle = lookup(engine, "engine")?;
         // SAFETY: forwarded contract (question is NULL or NUL-terminated).
         let question = unsafe { read_str(question, "question")? }.to_string();
         // SAFETY: forwarded contract (params is NULL or readable).
@@ -551,7 +626,8 @@ pub unsafe extern "C" fn lm_run(
         })?;
         let st = &mut *guard;
         let questions = [question];
-        let need = batch_slots(&st.engine.tokenizer, &st.prompts, &cfg, &questions).map_err(|e| from_error(e, false))?;
+        let need =
+            batch_slots(&st.engine.tokenizer, &st.prompts, &cfg, &questions).map_err(|e| from_error(e, false))?;
         if need > st.engine.kv.slots() {
             return Err(Fail::new(
                 Status::KvCapacity,
@@ -575,9 +651,9 @@ pub unsafe extern "C" fn lm_run(
             answer: report.answer.as_deref().map(c_string),
             json: c_string(&json),
         };
-        let id = register(Handle::Result(Arc::new(result)))?;
+        let handle = register(result)?;
         // SAFETY: `out` was checked and cleared by out_slot above.
-        unsafe { out.write(id as *mut LmResult) };
+        unsafe { out.write(handle) };
         Ok(())
     })
 }
@@ -585,8 +661,8 @@ pub unsafe extern "C" fn lm_run(
 /// Looks up a result and returns a pointer into one of its strings (NULL on failure, with the last error set).
 fn result_str(function: &str, r: *const LmResult, pick: impl FnOnce(&LmResult) -> *const c_char) -> *const c_char {
     entry(function, std::ptr::null(), || {
-        let res = result_of(r, "r")?;
-        // The registry keeps its own Arc until lm_result_free, so the string outlives this call.
+        let res = lookup(r, "r")?;
+        // The registry keeps its own reference until lm_result_free, so the string outlives this call.
         Ok(pick(&res))
     })
 }
@@ -612,30 +688,14 @@ pub extern "C" fn lm_result_json(r: *const LmResult) -> *const c_char {
 /// `lm_result_free`: NULL is a no-op; anything but a live result sets `LM_ERR_INVALID_HANDLE`.
 #[no_mangle]
 pub extern "C" fn lm_result_free(r: *mut LmResult) {
-    entry("lm_result_free", (), || {
-        if r.is_null() {
-            return Ok(());
-        }
-        result_of(r, "r")?;
-        let removed = registry().remove(&(r as usize));
-        drop(removed); // outside the registry lock
-        Ok(())
-    })
+    entry("lm_result_free", (), || release(r, "r"))
 }
 
 /// `lm_engine_free`: NULL is a no-op; anything but a live engine sets `LM_ERR_INVALID_HANDLE`. A run in progress
 /// on another thread finishes first; the memory goes when it returns.
 #[no_mangle]
 pub extern "C" fn lm_engine_free(engine: *mut LmEngine) {
-    entry("lm_engine_free", (), || {
-        if engine.is_null() {
-            return Ok(());
-        }
-        engine_of(engine, "engine")?;
-        let removed = registry().remove(&(engine as usize));
-        drop(removed); // outside the registry lock: dropping an engine unmaps the weights
-        Ok(())
-    })
+    entry("lm_engine_free", (), || release(engine, "engine"))
 }
 
 /// `lm_engine_kv_capacity`: the KV buffer's size in tokens and bytes.
@@ -647,7 +707,7 @@ pub unsafe extern "C" fn lm_engine_kv_capacity(engine: *const LmEngine, tokens: 
     entry_status("lm_engine_kv_capacity", || {
         check_ptr(tokens, "tokens")?;
         check_ptr(bytes, "bytes")?;
-        let e = engine_of(engine, "engine")?;
+        let e = lookup(engine, "engine")?;
         // SAFETY: both checked non-NULL and aligned above; the caller promises they are writable.
         unsafe {
             tokens.write(e.kv_slots);
@@ -731,7 +791,7 @@ mod tests {
         // SAFETY: valid params and out pointer.
         assert_eq!(unsafe { lm_engine_open(&params, &mut engine) }, 0, "{}", last_error());
         // Poison the engine's mutex the way a panicking run would.
-        let h = engine_of(engine, "engine").ok().unwrap();
+        let h = lookup(engine, "engine").ok().unwrap();
         let _ = std::thread::spawn(move || {
             let _g = h.state.lock().unwrap();
             panic!("simulated panic inside a run");

@@ -2,6 +2,7 @@
 
 mod align;
 mod common;
+mod ffi_flags;
 mod generate;
 mod run;
 mod synth;
@@ -29,6 +30,8 @@ enum Command {
     Run(run::Args),
     /// Compute (or find cached) the latent alignment W_a of a model.
     Align(align::Args),
+    /// Print the compiler and linker flags of a C program using the C ABI (ffi/latentmas.h).
+    FfiFlags(ffi_flags::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Run(a) => run::run(a),
         Command::Align(a) => align::run(a),
+        Command::FfiFlags(a) => ffi_flags::run(a),
     }
 }
