@@ -783,6 +783,35 @@ mod tests {
     }
 
     #[test]
+    fn realign_reaches_the_engine_alignment() {
+        // A copy of the model: realign writes the alignment cache next to it.
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-tied");
+        let dir = std::env::temp_dir().join(format!("lm-ffi-realign-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap().path();
+            if f.file_name().unwrap() != crate::latent::CACHE_FILE {
+                std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let model = CString::new(dir.to_str().unwrap()).unwrap();
+        for realign in [0, 1] {
+            let mut params = lm_engine_default_params();
+            params.model = model.as_ptr();
+            params.realign = realign;
+            let mut engine: *mut LmEngine = std::ptr::null_mut();
+            // SAFETY: valid params and out pointer.
+            assert_eq!(unsafe { lm_engine_open(&params, &mut engine) }, 0, "{}", last_error());
+            let h = lookup(engine, "engine").ok().unwrap();
+            assert_eq!(h.state.lock().unwrap().align.realign, realign == 1);
+            drop(h);
+            lm_engine_free(engine);
+        }
+        assert!(dir.join(crate::latent::CACHE_FILE).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_run_that_panicked_poisons_its_engine_and_free_still_works() {
         let model = CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tiny-tied")).unwrap();
         let mut params = lm_engine_default_params();

@@ -490,6 +490,16 @@ fn example_has_no_leak_or_memory_error_under_valgrind() {
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
 }
 
+/// Every bad-argument path (forged and freed handles, NULLs, invalid UTF-8, an impossible KV budget) reads and
+/// writes only what it should, and leaks nothing.
+#[test]
+fn bad_arguments_are_memory_clean_under_valgrind() {
+    let Some(out) = valgrind(abi_check(), &["errors", TINY]) else { return };
+    check(&out, "valgrind abi_check errors");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+}
+
 /// The valgrind check can fail: a result the program never frees is reported as lost where lm_run made it
 /// (the registry hides its pointers from leak checkers on purpose).
 #[test]
