@@ -250,6 +250,12 @@ fn entry<T>(function: &str, on_error: T, body: impl FnOnce() -> Res<T>) -> T {
     on_error
 }
 
+/// Entry point that cannot fail (default params, last error, names): still under `catch_unwind`, but it leaves
+/// the thread's last error alone; `fallback` is what it returns if a bug panics anyway.
+fn infallible<T>(fallback: impl FnOnce() -> T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| fallback())
+}
+
 /// Status-returning entry point: 0, or the code [`entry`] recorded.
 fn entry_status(function: &str, body: impl FnOnce() -> Res<()>) -> c_int {
     entry(function, (), body);
@@ -464,13 +470,18 @@ fn release<T: Handled>(p: *mut T, what: &str) -> Res<()> {
 /// `lm_engine_default_params`: model NULL (must be set), device `auto`, kv_budget_bytes 0 (auto), realign 0.
 #[no_mangle]
 pub extern "C" fn lm_engine_default_params() -> LmEngineParams {
-    LmEngineParams { model: std::ptr::null(), device: c"auto".as_ptr(), kv_budget_bytes: 0, realign: 0 }
+    let make = || LmEngineParams { model: std::ptr::null(), device: c"auto".as_ptr(), kv_budget_bytes: 0, realign: 0 };
+    infallible(make, make)
 }
 
 /// `lm_run_default_params`: the CLI's defaults (latent, sequential, math, 10 latent steps, 2048 new tokens,
 /// sampling 0.6 / 20 / 0.95, seed 0).
 #[no_mangle]
 pub extern "C" fn lm_run_default_params() -> LmRunParams {
+    infallible(run_defaults, run_defaults)
+}
+
+fn run_defaults() -> LmRunParams {
     let s = SamplingParams::default();
     LmRunParams {
         method: c"latent".as_ptr(),
@@ -720,23 +731,31 @@ pub unsafe extern "C" fn lm_engine_kv_capacity(engine: *const LmEngine, tokens: 
 /// `lm_last_error`: this thread's last failure message; `""` (never NULL) after a successful call.
 #[no_mangle]
 pub extern "C" fn lm_last_error() -> *const c_char {
-    LAST_ERROR
-        .try_with(|s| s.try_borrow().ok().and_then(|e| e.as_ref().map(|(_, m)| m.as_ptr())))
-        .ok()
-        .flatten()
-        .unwrap_or(c"".as_ptr())
+    infallible(
+        || c"".as_ptr(),
+        || {
+            LAST_ERROR
+                .try_with(|s| s.try_borrow().ok().and_then(|e| e.as_ref().map(|(_, m)| m.as_ptr())))
+                .ok()
+                .flatten()
+                .unwrap_or(c"".as_ptr())
+        },
+    )
 }
 
 /// `lm_last_error_code`: this thread's last failure code; 0 after a successful call.
 #[no_mangle]
 pub extern "C" fn lm_last_error_code() -> c_int {
-    last_code()
+    infallible(|| Status::Panic.code(), last_code)
 }
 
 /// `lm_status_name`: the header's name of a code (`"LM_ERR_KV_CAPACITY"`); `"LM_ERR_UNKNOWN"` for other values.
 #[no_mangle]
 pub extern "C" fn lm_status_name(code: c_int) -> *const c_char {
-    Status::ALL.iter().find(|s| s.code() == code).map_or(c"LM_ERR_UNKNOWN", |s| s.name()).as_ptr()
+    infallible(
+        || c"LM_ERR_UNKNOWN".as_ptr(),
+        || Status::ALL.iter().find(|s| s.code() == code).map_or(c"LM_ERR_UNKNOWN", |s| s.name()).as_ptr(),
+    )
 }
 
 /// `lm_version`: the library's version (`"0.1.0"`).
@@ -746,7 +765,7 @@ pub extern "C" fn lm_version() -> *const c_char {
         Ok(v) => v,
         Err(_) => panic!("the package version has no NUL"),
     };
-    VERSION.as_ptr()
+    infallible(|| VERSION.as_ptr(), || VERSION.as_ptr())
 }
 
 #[cfg(test)]
