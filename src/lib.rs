@@ -14,6 +14,7 @@ pub mod backend;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod ffi;
 pub mod kv;
 pub mod latent;
 pub mod mas;

@@ -4,6 +4,7 @@ mod align;
 mod common;
 mod eval;
 mod extract;
+mod ffi_flags;
 mod generate;
 mod report;
 mod run;
@@ -38,6 +39,8 @@ enum Command {
     Report(report::Args),
     /// Print the normalised prediction of a model output read from stdin.
     Extract(extract::Args),
+    /// Print the compiler and linker flags of a C program using the C ABI (ffi/latentmas.h).
+    FfiFlags(ffi_flags::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -49,5 +52,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Report(a) => report::run(a),
         Command::Extract(a) => extract::run(a),
+        Command::FfiFlags(a) => ffi_flags::run(a),
     }
 }
