@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod error;
 pub mod eval;
+pub mod kernels;
 pub mod kv;
 pub mod latent;
 pub mod mas;
