@@ -238,38 +238,41 @@ fn to_json(entries: &[Entry]) -> String {
 
 fn build_emulator(kdir: &Path, kernels: &[PathBuf], cuda_include: Option<&Path>) {
     let tsan = env::var("LATENTMAS_EMU_TSAN").is_ok_and(|v| !v.is_empty() && v != "0");
-    let mut b = cc::Build::new();
-    b.cpp(true)
-        .cpp_link_stdlib(None) // libc only: the library links into C programs and the CLI without libstdc++
-        .std("c++20")
-        .flag("-x")
-        .flag("c++")
-        .include(kdir)
-        .define("LMAS_EMU", "1")
-        .define("LMAS_EMU_TSAN", if tsan { "1" } else { "0" })
-        .flag("-fno-exceptions")
-        .flag("-fno-rtti")
-        .flag("-fno-threadsafe-statics")
-        // kernels reinterpret bf16 arrays as uint4 for 16-byte loads, as CUDA code does
-        .flag("-fno-strict-aliasing")
-        .flag("-Wno-unknown-pragmas")
-        .warnings(true)
-        .opt_level(if tsan { 1 } else { 2 });
-    match cuda_include {
-        Some(inc) => {
-            b.include(inc).define("LMAS_EMU_HAVE_CUDA_BF16", "1");
+    let base = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .cpp_link_stdlib(None) // libc only: the library links into C programs and the CLI without libstdc++
+            .std("c++20")
+            .flag("-x")
+            .flag("c++")
+            .include(kdir)
+            .define("LMAS_EMU", "1")
+            .define("LMAS_EMU_TSAN", if tsan { "1" } else { "0" })
+            .flag("-fno-exceptions")
+            .flag("-fno-rtti")
+            .flag("-fno-threadsafe-statics")
+            // kernels reinterpret bf16 arrays as uint4 for 16-byte loads, as CUDA code does
+            .flag("-fno-strict-aliasing")
+            .flag("-Wno-unknown-pragmas")
+            .warnings(true)
+            .opt_level(if tsan { 1 } else { 2 });
+        match cuda_include {
+            Some(inc) => b.include(inc).define("LMAS_EMU_HAVE_CUDA_BF16", "1"),
+            None => b.define("LMAS_EMU_HAVE_CUDA_BF16", "0"),
+        };
+        if tsan {
+            b.debug(true);
         }
-        None => {
-            b.define("LMAS_EMU_HAVE_CUDA_BF16", "0");
-        }
-    }
+        b
+    };
+    // The runtime (scheduler, checks, layout table) is never instrumented: under TSan it hides its own
+    // locking and declares CUDA's happens-before edges itself (kernels/emu/emu.cpp).
+    let runtime = base().files(list(&kdir.join("emu"), "cpp")).compile_intermediates();
+    let mut k = base();
     if tsan {
-        b.flag("-fsanitize=thread").flag("-Wno-tsan").debug(true);
+        k.flag("-fsanitize=thread").flag("-Wno-tsan");
         println!("cargo:rustc-link-lib=dylib=tsan");
     }
-    b.files(kernels);
-    b.files(list(&kdir.join("emu"), "cpp"));
-    b.files(list(&kdir.join("emu"), "cu"));
-    b.compile("latentmas_emu");
+    k.files(kernels).files(list(&kdir.join("emu"), "cu")).objects(runtime).compile("latentmas_emu");
     println!("cargo:rustc-env=LATENTMAS_EMU_TSAN={}", if tsan { "1" } else { "0" });
 }

@@ -13,6 +13,14 @@
  *   and each waiter leaves its kernel with longjmp (kernels own no destructors).
  *
  * Written against libc only (no libstdc++ runtime, no exceptions) so that the library links anywhere.
+ *
+ * ThreadSanitizer build: this file is compiled WITHOUT instrumentation (only the kernels are), and the
+ * emulator's own mutex/condition-variable traffic is hidden from TSan (AnnotateIgnoreSync), because every
+ * emulator call takes the one mutex and TSan would otherwise see a happens-before edge between any two
+ * CUDA threads that ever called into the emulator, hiding real races. Happens-before is then declared
+ * exactly where CUDA gives it: block start (launcher -> threads), block end (threads -> launcher),
+ * __syncthreads (every arrival -> every departure of that barrier phase) and __syncwarp (participants ->
+ * participants). Shuffles, ballots and votes exchange values but order no memory, as on the GPU.
  */
 #include "emu.h"
 
@@ -32,11 +40,31 @@ extern unsigned char __stop_lmas_emu_shared[] __attribute__((weak));
 }
 
 #if LMAS_EMU_TSAN
+extern "C" {
+void AnnotateIgnoreSyncBegin(const char* file, int line);
+void AnnotateIgnoreSyncEnd(const char* file, int line);
+void __tsan_acquire(void* addr);
+void __tsan_release(void* addr);
+}
+#define IGNORE_SYNC_BEGIN() AnnotateIgnoreSyncBegin(__FILE__, __LINE__)
+#define IGNORE_SYNC_END() AnnotateIgnoreSyncEnd(__FILE__, __LINE__)
+#define HB_RELEASE(addr) __tsan_release((void*)(addr))
+#define HB_ACQUIRE(addr) __tsan_acquire((void*)(addr))
 static int g_tsan_reports = 0;
 extern "C" void __tsan_on_report(const void*) { __atomic_fetch_add(&g_tsan_reports, 1, __ATOMIC_SEQ_CST); }
 /* Races are returned to the caller as errors; the process exit code must not turn them into a failure of
  * the negative test that plants one on purpose. */
 extern "C" const char* __tsan_default_options() { return "exitcode=0:report_signal_unsafe=0"; }
+/* Rust's std synchronises with atomics TSan cannot see (only this library is instrumented), so reports
+ * whose stacks run through Rust's standard library (libtest's channels, ...) are false positives. */
+extern "C" const char* __tsan_default_suppressions() {
+    return "race:library/std/\nrace:library/core/\nrace:library/alloc/\nrace:/rustc/\n";
+}
+#else
+#define IGNORE_SYNC_BEGIN() ((void)0)
+#define IGNORE_SYNC_END() ((void)0)
+#define HB_RELEASE(addr) ((void)(addr))
+#define HB_ACQUIRE(addr) ((void)(addr))
 #endif
 
 namespace lmas_emu {
@@ -106,6 +134,13 @@ struct Launch {
     int* arg;
     Group* groups;  // [nwarps][32]
 
+    unsigned* par_out;   // SYNCWARP: per participant, the sync parities of the group's lanes (bit l = lane l)
+    unsigned* arr_par;   // SYNCWARP: the parity a waiting lane released on
+    unsigned* wsync;     // SYNCWARP: how many __syncwarp each thread has done (its own counter)
+    unsigned char* lane_sync;   // TSan sync addresses: [n][2]
+    unsigned char bar_sync[2];  // TSan sync addresses of the barrier phases (alternating)
+    unsigned bar_seq;           // completed barrier phases of this block
+
     unsigned live;
     unsigned running;  // threads mode: threads not waiting (Ready and not Done)
     unsigned bar_count;
@@ -123,7 +158,7 @@ struct Launch {
     ucontext_t* fctx;
     // threads
     pthread_mutex_t mu;
-    pthread_cond_t cv;        // state changes inside a block
+    pthread_cond_t* tcv;      // per thread: released from a barrier/rendezvous, or abort
     pthread_cond_t start_cv;  // a new block (or quit) for the workers
     pthread_cond_t done_cv;   // a worker finished its block
     unsigned long gen;
@@ -138,11 +173,20 @@ Launch* L = nullptr;
 unsigned char* g_stacks = nullptr;
 size_t g_stack_count = 0;
 
+/* The emulator's own locking, invisible to TSan (see the file comment). */
+void mu_lock(pthread_mutex_t* m) {
+    IGNORE_SYNC_BEGIN();
+    pthread_mutex_lock(m);
+}
+void mu_unlock(pthread_mutex_t* m) {
+    pthread_mutex_unlock(m);
+    IGNORE_SYNC_END();
+}
 void lock() {
-    if (L->threads) pthread_mutex_lock(&L->mu);
+    if (L->threads) mu_lock(&L->mu);
 }
 void unlock() {
-    if (L->threads) pthread_mutex_unlock(&L->mu);
+    if (L->threads) mu_unlock(&L->mu);
 }
 
 /* Describes block coordinates for messages. */
@@ -165,13 +209,15 @@ void record(int code, const char* fmt, ...) {
         vsnprintf(L->err->message + k, sizeof L->err->message - (size_t)k, fmt, ap);
         va_end(ap);
     }
-    if (L->threads) pthread_cond_broadcast(&L->cv);
+    if (L->threads) {
+        for (unsigned i = 0; i < L->n; i++) pthread_cond_signal(&L->tcv[i]);
+    }
 }
 
 /* Leaves the calling CUDA thread's kernel after an abort. Caller holds the lock (threads mode). */
 [[noreturn]] void leave(unsigned me) {
     if (L->threads) {
-        pthread_mutex_unlock(&L->mu);
+        mu_unlock(&L->mu);
         longjmp(L->jb[me], 1);
     }
     swapcontext(&L->fctx[me], &L->sched);  // the scheduler never resumes an aborted launch
@@ -238,7 +284,7 @@ void wait_released(unsigned me) {
         deadlock();
     }
     while (L->st[me] != READY && !L->abort) {
-        pthread_cond_wait(&L->cv, &L->mu);
+        pthread_cond_wait(&L->tcv[me], &L->mu);
     }
     if (L->abort) leave(me);
 }
@@ -246,7 +292,10 @@ void wait_released(unsigned me) {
 /* Marks a waiting thread Ready (the releaser holds the lock). */
 void release(unsigned i) {
     L->st[i] = READY;
-    if (L->threads) L->running++;
+    if (L->threads) {
+        L->running++;
+        pthread_cond_signal(&L->tcv[i]);
+    }
 }
 
 unsigned current() { return t_cur->linear; }
@@ -276,7 +325,6 @@ void thread_exit(unsigned me) {
         }
     }
     if (L->threads && !L->abort && L->running == 0 && L->live > 0) deadlock();
-    if (L->threads) pthread_cond_broadcast(&L->cv);
     unlock();
 }
 
@@ -349,24 +397,26 @@ void* worker_main(void* arg) {
     const unsigned me = static_cast<Worker*>(arg)->idx;
     volatile unsigned long seen = 0;  // volatile: survives the longjmp back into this frame
     for (;;) {
-        pthread_mutex_lock(&L->mu);
+        mu_lock(&L->mu);
         while (L->gen == seen && !L->quit) pthread_cond_wait(&L->start_cv, &L->mu);
         if (L->quit) {
-            pthread_mutex_unlock(&L->mu);
+            mu_unlock(&L->mu);
             return nullptr;
         }
         seen = L->gen;
-        pthread_mutex_unlock(&L->mu);
+        mu_unlock(&L->mu);
+        HB_ACQUIRE(&L->gen);  // block start: everything the launcher did before happens before this thread
         t_cur = &L->ctx[me];
         if (setjmp(L->jb[me]) == 0) {
             L->fn(L->fn_ctx);
             thread_exit(me);
         }
         // (after longjmp the lock is released already)
-        pthread_mutex_lock(&L->mu);
+        HB_RELEASE(&L->finished);  // block end: this thread's work happens before the launcher continues
+        mu_lock(&L->mu);
         L->finished++;
         if (L->finished == L->n) pthread_cond_signal(&L->done_cv);
-        pthread_mutex_unlock(&L->mu);
+        mu_unlock(&L->mu);
     }
 }
 
@@ -397,6 +447,7 @@ void reset_block_state(uint3 b) {
     L->live = L->n;
     L->running = L->n;
     L->bar_count = 0;
+    L->bar_seq = 0;
     L->finished = 0;
 }
 
@@ -418,6 +469,10 @@ void* xcalloc(size_t n, size_t size) { return calloc(n ? n : 1, size); }
 /* ---- entry points used by emu.h ---- */
 
 void syncthreads(const char* file, unsigned line) {
+    // The phase cannot complete before this thread arrives, so it is stable here; release before arriving
+    // (TSan ignores annotations made while the emulator's lock is held).
+    const unsigned phase = __atomic_load_n(&L->bar_seq, __ATOMIC_RELAXED);
+    HB_RELEASE(&L->bar_sync[phase & 1]);
     lock();
     const unsigned me = current();
     if (L->abort) leave(me);
@@ -450,19 +505,37 @@ void syncthreads(const char* file, unsigned line) {
     L->bar_count++;
     if (L->bar_count == L->live) {
         L->bar_count = 0;
+        __atomic_store_n(&L->bar_seq, L->bar_seq + 1, __ATOMIC_RELAXED);
         for (unsigned i = 0; i < L->n; i++) {
             if (L->st[i] == AT_BARRIER && i != me) release(i);
         }
         L->st[me] = READY;
-        if (L->threads) pthread_cond_broadcast(&L->cv);
         unlock();
+        HB_ACQUIRE(&L->bar_sync[phase & 1]);
         return;
     }
     wait_released(me);
     unlock();
+    HB_ACQUIRE(&L->bar_sync[phase & 1]);
+}
+
+/* __syncwarp orders memory among its lanes: each lane releases on its own address (alternating with its
+ * syncwarp count, so a lane that has already moved on to its next __syncwarp does not leak later writes into
+ * this one) and, once the group completes, acquires the addresses its fellow lanes released on. */
+void syncwarp_acquire(unsigned wbase, unsigned mask, unsigned parbits) {
+    for (unsigned l = 0; l < 32; l++) {
+        if (mask >> l & 1u) HB_ACQUIRE(&L->lane_sync[(wbase + l) * 2 + (parbits >> l & 1u)]);
+    }
 }
 
 uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width, const char* file, unsigned line) {
+    unsigned par = 0;
+    if (op == OP_SYNCWARP && L->threads) {
+        const unsigned self = current();
+        par = L->wsync[self] & 1u;  // only this thread touches its own counter
+        L->wsync[self]++;
+        HB_RELEASE(&L->lane_sync[self * 2 + par]);
+    }
     lock();
     const unsigned me = current();
     if (L->abort) leave(me);
@@ -527,6 +600,7 @@ uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width, cons
     }
     L->val_in[me] = value;
     L->arg[me] = arg;
+    L->arr_par[me] = par;
     g->arrived |= 1u << lane;
     if (g->arrived == mask) {
         // complete: compute every participant's result
@@ -571,14 +645,20 @@ uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width, cons
             }
             L->val_out[t] = out;
         }
+        unsigned parbits = 0;
+        for (unsigned l = 0; l < 32; l++) {
+            if (mask >> l & 1u) parbits |= (L->arr_par[wbase + l] & 1u) << l;
+        }
         g->used = false;
         for (unsigned l = 0; l < 32; l++) {
             const unsigned t = wbase + l;
-            if ((mask >> l & 1u) && t != me) release(t);
+            if (!(mask >> l & 1u)) continue;
+            L->par_out[t] = parbits;
+            if (t != me) release(t);
         }
-        if (L->threads) pthread_cond_broadcast(&L->cv);
         const uint64_t r = L->val_out[me];
         unlock();
+        if (op == OP_SYNCWARP && L->threads) syncwarp_acquire(wbase, mask, parbits);
         return r;
     }
     L->st[me] = AT_WARP;
@@ -587,7 +667,9 @@ uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width, cons
     L->site_op[me] = op;
     wait_released(me);
     const uint64_t r = L->val_out[me];
+    const unsigned parbits = L->par_out[me];
     unlock();
+    if (op == OP_SYNCWARP && L->threads) syncwarp_acquire(wbase, mask, parbits);
     return r;
 }
 
@@ -663,11 +745,15 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
     st.val_out = static_cast<uint64_t*>(xcalloc(n, sizeof(uint64_t)));
     st.arg = static_cast<int*>(xcalloc(n, sizeof(int)));
     st.groups = static_cast<Group*>(xcalloc((size_t)st.nwarps * 32, sizeof(Group)));
+    st.par_out = static_cast<unsigned*>(xcalloc(n, sizeof(unsigned)));
+    st.arr_par = static_cast<unsigned*>(xcalloc(n, sizeof(unsigned)));
+    st.wsync = static_cast<unsigned*>(xcalloc(n, sizeof(unsigned)));
+    st.lane_sync = static_cast<unsigned char*>(xcalloc(n, 2));
     // 16-byte aligned like CUDA's dynamic shared memory
     st.dyn = l.shared_bytes ? static_cast<unsigned char*>(aligned_alloc(16, (l.shared_bytes + kGuardBytes + 15) / 16 * 16))
                             : nullptr;
     bool ok = st.ctx && st.st && st.site_file && st.site_line && st.site_op && st.val_in && st.val_out && st.arg &&
-              st.groups && (l.shared_bytes == 0 || st.dyn);
+              st.groups && st.par_out && st.arr_par && st.wsync && st.lane_sync && (l.shared_bytes == 0 || st.dyn);
     for (unsigned i = 0; ok && i < n; i++) {
         st.ctx[i].linear = i;
         st.ctx[i].thread_idx = make_uint3(i % l.block[0], (i / l.block[0]) % l.block[1], i / (l.block[0] * l.block[1]));
@@ -684,13 +770,14 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
     }
     if (ok && st.threads) {
         pthread_mutex_init(&st.mu, nullptr);
-        pthread_cond_init(&st.cv, nullptr);
+        st.tcv = static_cast<pthread_cond_t*>(xcalloc(n, sizeof(pthread_cond_t)));
+        for (unsigned i = 0; st.tcv && i < n; i++) pthread_cond_init(&st.tcv[i], nullptr);
         pthread_cond_init(&st.start_cv, nullptr);
         pthread_cond_init(&st.done_cv, nullptr);
         st.jb = static_cast<jmp_buf*>(xcalloc(n, sizeof(jmp_buf)));
         tids = static_cast<pthread_t*>(xcalloc(n, sizeof(pthread_t)));
         workers = static_cast<Worker*>(xcalloc(n, sizeof(Worker)));
-        ok = st.jb && tids && workers;
+        ok = st.tcv && st.jb && tids && workers;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, 512 * 1024);
@@ -714,14 +801,18 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
     for (uint32_t bz = 0; ok && !st.abort && bz < l.grid[2]; bz++) {
         for (uint32_t by = 0; !st.abort && by < l.grid[1]; by++) {
             for (uint32_t bx = 0; !st.abort && bx < l.grid[0]; bx++) {
-                if (st.threads) pthread_mutex_lock(&st.mu);
+                if (st.threads) mu_lock(&st.mu);
                 reset_block_state(make_uint3(bx, by, bz));
                 poison_shared();
                 if (st.threads) {
+                    mu_unlock(&st.mu);
+                    HB_RELEASE(&st.gen);
+                    mu_lock(&st.mu);
                     st.gen++;
                     pthread_cond_broadcast(&st.start_cv);
                     while (st.finished < st.n) pthread_cond_wait(&st.done_cv, &st.mu);
-                    pthread_mutex_unlock(&st.mu);
+                    mu_unlock(&st.mu);
+                    HB_ACQUIRE(&st.finished);
                 } else {
                     run_block_fibers();
                 }
@@ -734,14 +825,15 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
     }
 
     if (st.threads && started > 0) {
-        pthread_mutex_lock(&st.mu);
+        mu_lock(&st.mu);
         st.quit = true;
         pthread_cond_broadcast(&st.start_cv);
-        pthread_mutex_unlock(&st.mu);
+        mu_unlock(&st.mu);
         for (unsigned i = 0; i < started; i++) pthread_join(tids[i], nullptr);
     }
     if (st.threads) {
-        pthread_cond_destroy(&st.cv);
+        for (unsigned i = 0; st.tcv && i < n; i++) pthread_cond_destroy(&st.tcv[i]);
+        free(st.tcv);
         pthread_cond_destroy(&st.start_cv);
         pthread_cond_destroy(&st.done_cv);
         pthread_mutex_destroy(&st.mu);
@@ -764,6 +856,10 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
     free(st.val_out);
     free(st.arg);
     free(st.groups);
+    free(st.par_out);
+    free(st.arr_par);
+    free(st.wsync);
+    free(st.lane_sync);
     free(st.dyn);
     free(st.fctx);
     free(st.jb);

@@ -298,3 +298,10 @@ pub struct RawEmuError {
     pub mode_used: u32,
     pub message: [std::ffi::c_char; EMU_MESSAGE_LEN],
 }
+
+// SAFETY: `#[repr(C)]` structs of u32 fields only: no padding, every bit pattern valid. Lets the cuda backend
+// upload row tables and splice lists as plain bytes.
+unsafe impl bytemuck::Zeroable for Row {}
+unsafe impl bytemuck::Pod for Row {}
+unsafe impl bytemuck::Zeroable for SpliceOp {}
+unsafe impl bytemuck::Pod for SpliceOp {}
