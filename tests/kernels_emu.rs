@@ -107,7 +107,10 @@ impl<T: Pod> Buf<T> {
         let bytes: &[u8] = bytemuck::cast_slice(&self.mem);
         let end = self.start + self.len * size;
         let bad = bytes[..self.start].iter().chain(&bytes[end..]).position(|&b| b != CANARY);
-        assert!(bad.is_none(), "{name}: a kernel wrote outside the buffer (canary byte {bad:?} changed)\ncase: {case:#?}");
+        assert!(
+            bad.is_none(),
+            "{name}: a kernel wrote outside the buffer (canary byte {bad:?} changed)\ncase: {case:#?}"
+        );
     }
 }
 
@@ -161,8 +164,11 @@ fn check_close(what: &str, case: &dyn Debug, got: &[f32], want: &[f32], rel: f32
         }
     }
     if !bad.is_empty() {
-        let show: Vec<String> =
-            bad.iter().take(8).map(|(i, g, w)| format!("[{i}] got {g:e} want {w:e} (diff {:e})", (g - w).abs())).collect();
+        let show: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|(i, g, w)| format!("[{i}] got {g:e} want {w:e} (diff {:e})", (g - w).abs()))
+            .collect();
         panic!(
             "{what}: {} of {} elements outside |got - want| <= {rel:e}·|want| + {abs:e}:\n  {}\ncase: {case:#?}",
             bad.len(),
@@ -206,7 +212,8 @@ fn run_checked<S>(
     launch: impl Fn(&mut S, Options) -> Result<(), EmuError>,
     out: impl Fn(&S) -> Vec<u8>,
 ) -> S {
-    let schedules: &[Schedule] = if tsan_build() { &[Schedule::Forward] } else { &[Schedule::Forward, Schedule::Reverse] };
+    let schedules: &[Schedule] =
+        if tsan_build() { &[Schedule::Forward] } else { &[Schedule::Forward, Schedule::Reverse] };
     let mut first: Option<(S, Vec<u8>)> = None;
     for &schedule in schedules {
         let mut s = make();
@@ -297,7 +304,10 @@ fn emu_poisons_uninitialised_shared_memory() {
             if i % 2 == 0 {
                 assert_eq!(*v, i as f32, "{mode:?}: even threads wrote their slot");
             } else {
-                assert!(v.is_nan(), "{mode:?}: thread {i} read an unwritten shared slot and must see NaN poison, got {v}");
+                assert!(
+                    v.is_nan(),
+                    "{mode:?}: thread {i} read an unwritten shared slot and must see NaN poison, got {v}"
+                );
             }
         }
     }
@@ -360,12 +370,23 @@ fn emu_infrastructure_facts() {
     macro_rules! k {
         ($($c:literal = $v:expr),*) => {{ $( check("const", $c, $v as u64, 0); )* }};
     }
-    k!("LMAS_RMSNORM_THREADS" = RMSNORM_THREADS, "LMAS_QK_THREADS" = QK_THREADS, "LMAS_ATTN_THREADS" = ATTN_THREADS,
-       "LMAS_ATTN_BK" = ATTN_BK, "LMAS_ATTN_QB" = ATTN_QB, "LMAS_ATTN_QW" = ATTN_QW, "LMAS_MAX_HEAD_DIM" = MAX_HEAD_DIM,
-       "LMAS_DECODE_CHUNK" = DECODE_CHUNK, "LMAS_STREAM_THREADS" = STREAM_THREADS,
-       "LMAS_LATENT_THREADS" = LATENT_THREADS, "LMAS_LATENT_MAX_ROWS" = LATENT_MAX_ROWS,
-       "LMAS_SAMPLE_THREADS" = SAMPLE_THREADS, "LMAS_MAX_LAUNCHES" = MAX_LAUNCHES,
-       "LMAS_PLAN_ERROR_LEN" = PLAN_ERROR_LEN, "LMAS_EMU_MESSAGE_LEN" = EMU_MESSAGE_LEN);
+    k!(
+        "LMAS_RMSNORM_THREADS" = RMSNORM_THREADS,
+        "LMAS_QK_THREADS" = QK_THREADS,
+        "LMAS_ATTN_THREADS" = ATTN_THREADS,
+        "LMAS_ATTN_BK" = ATTN_BK,
+        "LMAS_ATTN_QB" = ATTN_QB,
+        "LMAS_ATTN_QW" = ATTN_QW,
+        "LMAS_MAX_HEAD_DIM" = MAX_HEAD_DIM,
+        "LMAS_DECODE_CHUNK" = DECODE_CHUNK,
+        "LMAS_STREAM_THREADS" = STREAM_THREADS,
+        "LMAS_LATENT_THREADS" = LATENT_THREADS,
+        "LMAS_LATENT_MAX_ROWS" = LATENT_MAX_ROWS,
+        "LMAS_SAMPLE_THREADS" = SAMPLE_THREADS,
+        "LMAS_MAX_LAUNCHES" = MAX_LAUNCHES,
+        "LMAS_PLAN_ERROR_LEN" = PLAN_ERROR_LEN,
+        "LMAS_EMU_MESSAGE_LEN" = EMU_MESSAGE_LEN
+    );
     s!("LmasLaunch", RawLaunch);
     f!("LmasLaunch", RawLaunch, kernel, grid, block, shared_bytes);
     s!("LmasPlan", RawPlan);
@@ -377,11 +398,44 @@ fn emu_infrastructure_facts() {
     s!("LmasAddRmsNormParams", AddRmsNormParams);
     f!("LmasAddRmsNormParams", AddRmsNormParams, residual, delta, weight, out, rows, dim, eps);
     s!("LmasQkNormRopeParams", QkNormRopeParams);
-    f!("LmasQkNormRopeParams", QkNormRopeParams, qkv, q_norm, k_norm, inv_freq, k_cache, v_cache, rows, n_rows,
-       n_tokens, n_heads, n_kv_heads, head_dim, n_slots, eps);
+    f!(
+        "LmasQkNormRopeParams",
+        QkNormRopeParams,
+        qkv,
+        q_norm,
+        k_norm,
+        inv_freq,
+        k_cache,
+        v_cache,
+        rows,
+        n_rows,
+        n_tokens,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        n_slots,
+        eps
+    );
     s!("LmasAttnParams", AttnParams);
-    f!("LmasAttnParams", AttnParams, q, k_cache, v_cache, out, rows, workspace, n_rows, n_tokens, n_heads,
-       n_kv_heads, head_dim, q_stride, max_q_len, max_kv_len, scale);
+    f!(
+        "LmasAttnParams",
+        AttnParams,
+        q,
+        k_cache,
+        v_cache,
+        out,
+        rows,
+        workspace,
+        n_rows,
+        n_tokens,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        q_stride,
+        max_q_len,
+        max_kv_len,
+        scale
+    );
     s!("LmasSwigluParams", SwigluParams);
     f!("LmasSwigluParams", SwigluParams, gate_up, out, n, inter);
     s!("LmasEmbedParams", EmbedParams);
@@ -417,9 +471,18 @@ fn emu_infrastructure_facts() {
         assert_eq!(&fb[..4], &[0x50, 0xED, 0x55, 0xBA], "fatbin magic");
         let report = kernel_report();
         let names = [
-            "latentmas_add_rmsnorm", "latentmas_argmax", "latentmas_attn_decode_merge", "latentmas_attn_decode_partial",
-            "latentmas_attn_prefill", "latentmas_embed", "latentmas_kv_splice", "latentmas_latent_project",
-            "latentmas_qk_norm_rope_kv", "latentmas_rmsnorm", "latentmas_sample", "latentmas_swiglu",
+            "latentmas_add_rmsnorm",
+            "latentmas_argmax",
+            "latentmas_attn_decode_merge",
+            "latentmas_attn_decode_partial",
+            "latentmas_attn_prefill",
+            "latentmas_embed",
+            "latentmas_kv_splice",
+            "latentmas_latent_project",
+            "latentmas_qk_norm_rope_kv",
+            "latentmas_rmsnorm",
+            "latentmas_sample",
+            "latentmas_swiglu",
         ];
         for n in names {
             for arch in ["sm_80", "sm_90a"] {
@@ -440,7 +503,16 @@ fn emu_infrastructure_facts() {
 
 #[test]
 fn planners_refuse_bad_params() {
-    let attn = AttnParams { n_heads: 4, n_kv_heads: 2, head_dim: 7, q_stride: 28, n_rows: 1, max_q_len: 1, max_kv_len: 1, ..Default::default() };
+    let attn = AttnParams {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 7,
+        q_stride: 28,
+        n_rows: 1,
+        max_q_len: 1,
+        max_kv_len: 1,
+        ..Default::default()
+    };
     assert!(AttnPrefill(attn).plan().unwrap_err().to_string().contains("head_dim 7"));
     let attn = AttnParams { head_dim: 8, n_heads: 3, q_stride: 24, ..attn };
     assert!(AttnDecode(attn).plan().unwrap_err().to_string().contains("multiple of n_kv_heads"));
@@ -455,7 +527,17 @@ fn planners_refuse_bad_params() {
     // nothing to do is an empty plan, not an error
     assert!(RmsNormParams { rows: 0, dim: 8, ..Default::default() }.plan().unwrap().launches.is_empty());
     // decode = partial + merge with a workspace
-    let d = AttnDecode(AttnParams { n_heads: 4, n_kv_heads: 2, head_dim: 8, q_stride: 32, n_rows: 3, max_kv_len: 600, ..Default::default() }).plan().unwrap();
+    let d = AttnDecode(AttnParams {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+        q_stride: 32,
+        n_rows: 3,
+        max_kv_len: 600,
+        ..Default::default()
+    })
+    .plan()
+    .unwrap();
     assert_eq!(d.launches.len(), 2);
     assert_eq!(d.launches[0].grid, [3, 3, 2]);
     assert_eq!(d.workspace_bytes, 3 * 3 * 4 * (8 + 2) * 4);
@@ -477,7 +559,8 @@ struct NormCase {
 
 #[test]
 fn rmsnorm_matches_cpu() {
-    let cases_all = [(1, 1, 0), (3, 37, 0), (2, 64, 0), (2, 64, 1), (5, 1024, 0), (1, 2056, 0), (4, 100, 0), (2, 3000, 3)];
+    let cases_all =
+        [(1, 1, 0), (3, 37, 0), (2, 64, 0), (2, 64, 1), (5, 1024, 0), (1, 2056, 0), (4, 100, 0), (2, 3000, 3)];
     for (i, (rows, dim, misalign)) in cases(&cases_all, &[1, 3, 4]) {
         let case = NormCase { rows, dim, misalign, eps: 1e-6, seed: i as u64 };
         let mut rng = Rng::new(case.seed);
@@ -493,7 +576,15 @@ fn rmsnorm_matches_cpu() {
                 )
             },
             |(xb, wb, ob), opts| {
-                let p = RmsNormParams { x: xb.dp(), weight: wb.dp(), out: ob.dp(), rows: rows as u32, dim: dim as u32, eps: case.eps, _pad: 0 };
+                let p = RmsNormParams {
+                    x: xb.dp(),
+                    weight: wb.dp(),
+                    out: ob.dp(),
+                    rows: rows as u32,
+                    dim: dim as u32,
+                    eps: case.eps,
+                    _pad: 0,
+                };
                 // SAFETY: x, out are [rows, dim], weight [dim].
                 unsafe { emu::emulate(&p, opts) }
             },
@@ -526,7 +617,16 @@ fn add_rmsnorm_matches_cpu() {
                 )
             },
             |(rb, db, wb, ob), opts| {
-                let p = AddRmsNormParams { residual: rb.dp(), delta: db.dp(), weight: wb.dp(), out: ob.dp(), rows: rows as u32, dim: dim as u32, eps: case.eps, _pad: 0 };
+                let p = AddRmsNormParams {
+                    residual: rb.dp(),
+                    delta: db.dp(),
+                    weight: wb.dp(),
+                    out: ob.dp(),
+                    rows: rows as u32,
+                    dim: dim as u32,
+                    eps: case.eps,
+                    _pad: 0,
+                };
                 // SAFETY: residual, delta, out are [rows, dim], weight [dim].
                 unsafe { emu::emulate(&p, opts) }
             },
@@ -594,12 +694,30 @@ struct QkCase {
 
 #[test]
 fn qk_norm_rope_kv_matches_cpu() {
-    let shapes = [(2, 2, 8, 0), (4, 2, 16, 0), (8, 2, 64, 0), (8, 1, 128, 0), (3, 3, 6, 0), (4, 1, 10, 0), (4, 2, 64, 1), (2, 1, 256, 0)];
+    let shapes = [
+        (2, 2, 8, 0),
+        (4, 2, 16, 0),
+        (8, 2, 64, 0),
+        (8, 1, 128, 0),
+        (3, 3, 6, 0),
+        (4, 1, 10, 0),
+        (4, 2, 64, 1),
+        (2, 1, 256, 0),
+    ];
     for (i, (h, kvh, d, misalign)) in cases(&shapes, &[3, 4, 6]) {
         let mut rng = Rng::new(200 + i as u64);
-        let spec: &[(u32, u32)] = if i % 2 == 0 { &[(0, 5), (3, 1), (7, 0), (0, 1), (40, 3)] } else { &[(9, 2), (0, 11)] };
+        let spec: &[(u32, u32)] =
+            if i % 2 == 0 { &[(0, 5), (3, 1), (7, 0), (0, 1), (40, 3)] } else { &[(9, 2), (0, 11)] };
         let (rows, n_slots) = make_rows(&mut rng, spec, 2);
-        let case = QkCase { n_heads: h, n_kv_heads: kvh, head_dim: d, rows: rows.clone(), n_slots, misalign, seed: 200 + i as u64 };
+        let case = QkCase {
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_dim: d,
+            rows: rows.clone(),
+            n_slots,
+            misalign,
+            seed: 200 + i as u64,
+        };
         let toks = token_layout(&rows);
         let n = toks.len();
         let shape = QkvShape { n_heads: h, n_kv_heads: kvh, head_dim: d };
@@ -627,9 +745,21 @@ fn qk_norm_rope_kv_matches_cpu() {
             },
             |(q, qnb, knb, fb, kc, vc, rb), opts| {
                 let p = QkNormRopeParams {
-                    qkv: q.dp(), q_norm: qnb.dp(), k_norm: knb.dp(), inv_freq: fb.dp(), k_cache: kc.dp(), v_cache: vc.dp(),
-                    rows: rb.dp(), n_rows: rows.len() as u32, n_tokens: n as u32, n_heads: h as u32, n_kv_heads: kvh as u32,
-                    head_dim: d as u32, n_slots, eps, _pad: 0,
+                    qkv: q.dp(),
+                    q_norm: qnb.dp(),
+                    k_norm: knb.dp(),
+                    inv_freq: fb.dp(),
+                    k_cache: kc.dp(),
+                    v_cache: vc.dp(),
+                    rows: rb.dp(),
+                    n_rows: rows.len() as u32,
+                    n_tokens: n as u32,
+                    n_heads: h as u32,
+                    n_kv_heads: kvh as u32,
+                    head_dim: d as u32,
+                    n_slots,
+                    eps,
+                    _pad: 0,
                 };
                 // SAFETY: buffers sized per the params.
                 unsafe { emu::emulate(&p, opts) }
@@ -657,7 +787,12 @@ fn qk_norm_rope_kv_matches_cpu() {
             check_close(&format!("q of token {t}"), &case, &got_qkv[r.clone()], &tq[r], BF16_REL, abs);
             // the k and v parts of qkv are left as they were
             let r = t * width + h * d..(t + 1) * width;
-            check_exact(&format!("k|v part of qkv, token {t}"), &case, &res.0.as_slice()[r.clone()], &to_bf16_bits(&qkv[r]));
+            check_exact(
+                &format!("k|v part of qkv, token {t}"),
+                &case,
+                &res.0.as_slice()[r.clone()],
+                &to_bf16_bits(&qkv[r]),
+            );
         }
         check_close("k_cache", &case, &from_bf16_bits(res.4.as_slice()), &tk, BF16_REL, abs);
         check_exact("v_cache", &case, res.5.as_slice(), &to_bf16_bits(&tv));
@@ -707,18 +842,47 @@ fn attention_case(case: &AttnCase) {
     }
     let max_q_len = case.rows.iter().map(|r| r.q_len).max().unwrap_or(0);
     let max_kv_len = case.rows.iter().map(|r| r.past_len + r.q_len).max().unwrap_or(0);
-    let params = |qb: &mut Buf<u16>, kb: &mut Buf<u16>, vb: &mut Buf<u16>, ob: &mut Buf<u16>, rb: &mut Buf<Row>, ws: &mut Buf<f32>| {
+    let params = |qb: &mut Buf<u16>,
+                  kb: &mut Buf<u16>,
+                  vb: &mut Buf<u16>,
+                  ob: &mut Buf<u16>,
+                  rb: &mut Buf<Row>,
+                  ws: &mut Buf<f32>| {
         AttnParams {
-            q: qb.dp(), k_cache: kb.dp(), v_cache: vb.dp(), out: ob.dp(), rows: rb.dp(), workspace: ws.dp(),
-            n_rows: case.rows.len() as u32, n_tokens: n as u32, n_heads: h as u32, n_kv_heads: kvh as u32,
-            head_dim: d as u32, q_stride: case.q_stride as u32, max_q_len, max_kv_len,
-            scale: 1.0 / (d as f32).sqrt(), _pad: 0,
+            q: qb.dp(),
+            k_cache: kb.dp(),
+            v_cache: vb.dp(),
+            out: ob.dp(),
+            rows: rb.dp(),
+            workspace: ws.dp(),
+            n_rows: case.rows.len() as u32,
+            n_tokens: n as u32,
+            n_heads: h as u32,
+            n_kv_heads: kvh as u32,
+            head_dim: d as u32,
+            q_stride: case.q_stride as u32,
+            max_q_len,
+            max_kv_len,
+            scale: 1.0 / (d as f32).sqrt(),
+            _pad: 0,
         }
     };
     let ws_bytes = {
-        let p = AttnParams { n_rows: case.rows.len() as u32, n_heads: h as u32, n_kv_heads: kvh as u32, head_dim: d as u32,
-            q_stride: case.q_stride as u32, max_q_len, max_kv_len, ..Default::default() };
-        if case.decode { AttnDecode(p).plan().unwrap().workspace_bytes } else { 0 }
+        let p = AttnParams {
+            n_rows: case.rows.len() as u32,
+            n_heads: h as u32,
+            n_kv_heads: kvh as u32,
+            head_dim: d as u32,
+            q_stride: case.q_stride as u32,
+            max_q_len,
+            max_kv_len,
+            ..Default::default()
+        };
+        if case.decode {
+            AttnDecode(p).plan().unwrap().workspace_bytes
+        } else {
+            0
+        }
     };
     let m = case.misalign;
     let res = run_checked(
@@ -774,7 +938,17 @@ fn attention_prefill_matches_cpu() {
         };
         let (rows, n_slots) = make_rows(&mut rng, &spec, 3);
         let stride = if i % 2 == 0 { (h + 2 * kvh) * d } else { h * d };
-        attention_case(&AttnCase { decode: false, n_heads: h, n_kv_heads: kvh, head_dim: d, q_stride: stride, rows, n_slots, misalign: usize::from(i == 6), seed: 300 + i as u64 });
+        attention_case(&AttnCase {
+            decode: false,
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_dim: d,
+            q_stride: stride,
+            rows,
+            n_slots,
+            misalign: usize::from(i == 6),
+            seed: 300 + i as u64,
+        });
     }
 }
 
@@ -790,7 +964,17 @@ fn attention_decode_matches_cpu() {
         };
         let (rows, n_slots) = make_rows(&mut rng, &spec, 1);
         let stride = if i % 2 == 0 { (h + 2 * kvh) * d } else { h * d };
-        attention_case(&AttnCase { decode: true, n_heads: h, n_kv_heads: kvh, head_dim: d, q_stride: stride, rows, n_slots, misalign: usize::from(i == 3), seed: 400 + i as u64 });
+        attention_case(&AttnCase {
+            decode: true,
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_dim: d,
+            q_stride: stride,
+            rows,
+            n_slots,
+            misalign: usize::from(i == 3),
+            seed: 400 + i as u64,
+        });
     }
 }
 
@@ -858,7 +1042,16 @@ fn embed_matches_twin() {
                 )
             },
             |(ib, rb, tb, ob), opts| {
-                let p = EmbedParams { ids: ib.dp(), out_rows: if permute { rb.dp() } else { 0 }, table: tb.dp(), out: ob.dp(), n: n as u32, dim: dim as u32, vocab: vocab as u32, _pad: 0 };
+                let p = EmbedParams {
+                    ids: ib.dp(),
+                    out_rows: if permute { rb.dp() } else { 0 },
+                    table: tb.dp(),
+                    out: ob.dp(),
+                    n: n as u32,
+                    dim: dim as u32,
+                    vocab: vocab as u32,
+                    _pad: 0,
+                };
                 // SAFETY: ids/out_rows [n], table [vocab, dim], out [8, dim].
                 unsafe { emu::emulate(&p, opts) }
             },
@@ -901,7 +1094,8 @@ fn latent_project_matches_twin() {
         let out_rows: Vec<u32> = (0..rows as u32).rev().collect();
         let target = 0.75f32;
         let case = format!("latent rows={rows} dim={dim} misalign={misalign} in_rows={in_rows:?} out_rows={out_rows:?} target={target}");
-        let ws_bytes = LatentParams { n_rows: rows as u32, dim: dim as u32, ..Default::default() }.plan().unwrap().workspace_bytes;
+        let ws_bytes =
+            LatentParams { n_rows: rows as u32, dim: dim as u32, ..Default::default() }.plan().unwrap().workspace_bytes;
         let res = run_checked(
             &case,
             || {
@@ -915,7 +1109,18 @@ fn latent_project_matches_twin() {
                 )
             },
             |(hb, ib, wb, ob, orb, ws), opts| {
-                let p = LatentParams { h: hb.dp(), in_rows: ib.dp(), w_a_t: wb.dp(), out: ob.dp(), out_rows: orb.dp(), workspace: ws.dp(), n_rows: rows as u32, dim: dim as u32, target_norm: target, _pad: 0 };
+                let p = LatentParams {
+                    h: hb.dp(),
+                    in_rows: ib.dp(),
+                    w_a_t: wb.dp(),
+                    out: ob.dp(),
+                    out_rows: orb.dp(),
+                    workspace: ws.dp(),
+                    n_rows: rows as u32,
+                    dim: dim as u32,
+                    target_norm: target,
+                    _pad: 0,
+                };
                 // SAFETY: h [n_h, dim], w [dim, dim], out [rows, dim], index arrays [rows], workspace per the plan.
                 unsafe { emu::emulate(&p, opts) }
             },
@@ -924,7 +1129,8 @@ fn latent_project_matches_twin() {
         res.3.check_guards("out", &case);
         res.5.check_guards("workspace", &case);
         assert_eq!(res.5.as_slice()[0].to_bits(), 0, "the block counter must be back at zero\n{case}");
-        let h_rows: Vec<Vec<f32>> = in_rows.iter().map(|&r| h[r as usize * dim..(r as usize + 1) * dim].to_vec()).collect();
+        let h_rows: Vec<Vec<f32>> =
+            in_rows.iter().map(|&r| h[r as usize * dim..(r as usize + 1) * dim].to_vec()).collect();
         let want = latent_twin(&h_rows, &w, dim, target);
         let got = from_bf16_bits(res.3.as_slice());
         for (r, wr) in want.iter().enumerate() {
@@ -937,11 +1143,22 @@ fn latent_project_matches_twin() {
     }
     // h = 0: a = 0, the 1e-6 floor keeps e = 0 (no NaN)
     let dim = 16;
-    let mut ws = Buf::<f32>::zeroed(LatentParams { n_rows: 1, dim, ..Default::default() }.plan().unwrap().workspace_bytes as usize / 4);
+    let mut ws = Buf::<f32>::zeroed(
+        LatentParams { n_rows: 1, dim, ..Default::default() }.plan().unwrap().workspace_bytes as usize / 4,
+    );
     let mut hb = Buf::<u16>::zeroed(dim as usize);
     let mut wb = Buf::<u16>::from_slice(&to_bf16_bits(&vec![1.0; (dim * dim) as usize]), 0);
     let mut ob = Buf::<u16>::poisoned(dim as usize, 0);
-    let p = LatentParams { h: hb.dp(), w_a_t: wb.dp(), out: ob.dp(), workspace: ws.dp(), n_rows: 1, dim, target_norm: 1.0, ..Default::default() };
+    let p = LatentParams {
+        h: hb.dp(),
+        w_a_t: wb.dp(),
+        out: ob.dp(),
+        workspace: ws.dp(),
+        n_rows: 1,
+        dim,
+        target_norm: 1.0,
+        ..Default::default()
+    };
     // SAFETY: buffers sized per the params.
     unsafe { emu::emulate(&p, Options::default()) }.unwrap();
     assert!(ob.as_slice().iter().all(|&b| b == 0), "zero hidden state gives a zero embedding");
@@ -976,21 +1193,29 @@ fn kv_splice_matches_kv_buffer() {
         let cfg = kv_config(layers, kvh, d);
         let kv_w = kvh * d;
         let ops = vec![
-            SpliceOp { src: 2, dst: 5, len: 10 },  // overlapping, forward
-            SpliceOp { src: 10, dst: 3, len: 7 },  // overlapping, backward
-            SpliceOp { src: 0, dst: 40, len: 4 },  // disjoint
+            SpliceOp { src: 2, dst: 5, len: 10 },   // overlapping, forward
+            SpliceOp { src: 10, dst: 3, len: 7 },   // overlapping, backward
+            SpliceOp { src: 0, dst: 40, len: 4 },   // disjoint
             SpliceOp { src: 20, dst: 21, len: 30 }, // long shift by one slot
-            SpliceOp { src: 5, dst: 5, len: 3 },   // no-op
-            SpliceOp { src: 50, dst: 60, len: 9 }, // out of range: skipped by the kernel, refused by KvBuffer
+            SpliceOp { src: 5, dst: 5, len: 3 },    // no-op
+            SpliceOp { src: 50, dst: 60, len: 9 },  // out of range: skipped by the kernel, refused by KvBuffer
         ];
-        let case = format!("splice layers={layers} kv_heads={kvh} head_dim={d} misalign={misalign} slots={slots} ops={ops:?}");
+        let case =
+            format!("splice layers={layers} kv_heads={kvh} head_dim={d} misalign={misalign} slots={slots} ops={ops:?}");
         let mut rng = Rng::new(800 + i as u64);
         let data = round_bf16(&rng.vec(layers * 2 * slots * kv_w, 1.0));
         let res = run_checked(
             &case,
             || (Buf::<u16>::from_slice(&to_bf16_bits(&data), misalign), Buf::<SpliceOp>::from_slice(&ops, 0)),
             |(kb, ob), opts| {
-                let p = SpliceParams { kv: kb.dp(), ops: ob.dp(), n_ops: ops.len() as u32, n_layers: layers as u32, n_slots: slots as u32, kv_width: kv_w as u32 };
+                let p = SpliceParams {
+                    kv: kb.dp(),
+                    ops: ob.dp(),
+                    n_ops: ops.len() as u32,
+                    n_layers: layers as u32,
+                    n_slots: slots as u32,
+                    kv_width: kv_w as u32,
+                };
                 // SAFETY: kv is [layers, 2, slots, kv_width], ops [n_ops].
                 unsafe { emu::emulate(&p, opts) }
             },
@@ -1006,7 +1231,10 @@ fn kv_splice_matches_kv_buffer() {
         }
         for op in &ops {
             let r = twin.splice(op.src as usize, op.dst as usize, op.len as usize);
-            assert_eq!(r.is_ok(), op.src as usize + op.len as usize <= slots && op.dst as usize + op.len as usize <= slots);
+            assert_eq!(
+                r.is_ok(),
+                op.src as usize + op.len as usize <= slots && op.dst as usize + op.len as usize <= slots
+            );
         }
         let mut want = Vec::new();
         for l in 0..layers {
@@ -1055,7 +1283,14 @@ fn argmax_matches_twin() {
             &case,
             || (Buf::<f32>::from_slice(&logits, 0), Buf::<u32>::poisoned(rows, 0)),
             |(lb, ob), opts| {
-                let p = ArgmaxParams { logits: lb.dp(), out: ob.dp(), n_rows: rows as u32, stride: stride as u32, vocab_limit: vocab as u32, _pad: 0 };
+                let p = ArgmaxParams {
+                    logits: lb.dp(),
+                    out: ob.dp(),
+                    n_rows: rows as u32,
+                    stride: stride as u32,
+                    vocab_limit: vocab as u32,
+                    _pad: 0,
+                };
                 // SAFETY: logits [rows, stride], out [rows].
                 unsafe { emu::emulate(&p, opts) }
             },
@@ -1080,7 +1315,8 @@ fn sample_twin(x: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f32) ->
     let mut sorted: Vec<f32> = x.to_vec();
     sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
     let kmin = if top_k > 0 && top_k < v { sorted[top_k - 1] } else { f32::NEG_INFINITY };
-    let w: Vec<f64> = x.iter().map(|&l| if l >= kmin { ((l as f64 - m) / temperature as f64).exp() } else { 0.0 }).collect();
+    let w: Vec<f64> =
+        x.iter().map(|&l| if l >= kmin { ((l as f64 - m) / temperature as f64).exp() } else { 0.0 }).collect();
     let z: f64 = w.iter().sum();
     let mut ambiguous = Vec::new();
     let mut keep = vec![true; v];
@@ -1151,8 +1387,8 @@ fn sample_matches_twin() {
         (100, 0.6, 20, 0.95, false), // the reference's settings
         (100, 0.0, 20, 0.95, false), // greedy
         (1000, 2.0, 0, 0.5, false),
-        (1000, 1.0, 1, 1.0, false), // top-1 = greedy
-        (300, 0.8, 50, 0.9, true),  // ties at the top-k and top-p boundaries
+        (1000, 1.0, 1, 1.0, false),  // top-1 = greedy
+        (300, 0.8, 50, 0.9, true),   // ties at the top-k and top-p boundaries
         (3001, 0.6, 0, 0.01, false), // top-p keeps only the head
         (257, 1.0, 256, 1.0, true),
     ];
@@ -1160,16 +1396,34 @@ fn sample_matches_twin() {
     for (i, (vocab, temperature, top_k, top_p, tied)) in cases(&configs, &[2, 6]) {
         let mut rng = Rng::new(1000 + i as u64);
         let stride = vocab + 3;
-        let logits: Vec<f32> = (0..rows * stride)
-            .map(|_| if tied { (rng.below(12) as f32) * 0.5 } else { rng.sym(6.0) })
-            .collect();
+        let logits: Vec<f32> =
+            (0..rows * stride).map(|_| if tied { (rng.below(12) as f32) * 0.5 } else { rng.sym(6.0) }).collect();
         let uniform: Vec<f32> = (0..rows).map(|_| rng.unit()).collect();
-        let case = SampleCase { vocab, stride, temperature, top_k, top_p, tied, uniform: uniform.clone(), seed: 1000 + i as u64 };
+        let case = SampleCase {
+            vocab,
+            stride,
+            temperature,
+            top_k,
+            top_p,
+            tied,
+            uniform: uniform.clone(),
+            seed: 1000 + i as u64,
+        };
         let res = run_checked(
             &case,
             || (Buf::<f32>::from_slice(&logits, 0), Buf::<f32>::from_slice(&uniform, 0), Buf::<u32>::poisoned(rows, 0)),
             |(lb, ub, ob), opts| {
-                let p = SampleParams { logits: lb.dp(), uniform: ub.dp(), out: ob.dp(), n_rows: rows as u32, stride: stride as u32, vocab_limit: vocab as u32, top_k, temperature, top_p };
+                let p = SampleParams {
+                    logits: lb.dp(),
+                    uniform: ub.dp(),
+                    out: ob.dp(),
+                    n_rows: rows as u32,
+                    stride: stride as u32,
+                    vocab_limit: vocab as u32,
+                    top_k,
+                    temperature,
+                    top_p,
+                };
                 // SAFETY: logits [rows, stride], uniform/out [rows].
                 unsafe { emu::emulate(&p, opts) }
             },
@@ -1197,11 +1451,21 @@ fn sample_follows_the_distribution() {
     let mut lb = Buf::<f32>::from_slice(&logits, 0);
     let mut ub = Buf::<f32>::from_slice(&uniform, 0);
     let mut ob = Buf::<u32>::poisoned(rows, 0);
-    let p = SampleParams { logits: lb.dp(), uniform: ub.dp(), out: ob.dp(), n_rows: rows as u32, stride: vocab as u32, vocab_limit: vocab as u32, top_k, temperature, top_p };
+    let p = SampleParams {
+        logits: lb.dp(),
+        uniform: ub.dp(),
+        out: ob.dp(),
+        n_rows: rows as u32,
+        stride: vocab as u32,
+        vocab_limit: vocab as u32,
+        top_k,
+        temperature,
+        top_p,
+    };
     // SAFETY: logits [rows, vocab], uniform/out [rows].
     unsafe { emu::emulate(&p, Options::default()) }.unwrap();
-    for r in 0..rows {
-        let (want, ok) = sample_twin(&row, temperature, top_k as usize, top_p, uniform[r]);
-        assert!(ok.contains(&ob.as_slice()[r]), "u={}: got {} want {want}", uniform[r], ob.as_slice()[r]);
+    for (&u, &got) in uniform.iter().zip(ob.as_slice()) {
+        let (want, ok) = sample_twin(&row, temperature, top_k as usize, top_p, u);
+        assert!(ok.contains(&got), "u={u}: got {got} want {want}");
     }
 }

@@ -278,7 +278,13 @@ pub struct RawPlan {
 impl Default for RawPlan {
     fn default() -> Self {
         let launch = RawLaunch { kernel: std::ptr::null(), grid: [0; 3], block: [0; 3], shared_bytes: 0, _pad: 0 };
-        RawPlan { n_launches: 0, _pad: 0, launches: [launch; MAX_LAUNCHES], workspace_bytes: 0, error: [0; PLAN_ERROR_LEN] }
+        RawPlan {
+            n_launches: 0,
+            _pad: 0,
+            launches: [launch; MAX_LAUNCHES],
+            workspace_bytes: 0,
+            error: [0; PLAN_ERROR_LEN],
+        }
     }
 }
 

@@ -40,11 +40,17 @@ impl fmt::Display for KernelTable {
             return writeln!(f, "no CUDA kernels in this build: {KERNELS_STATUS}");
         }
         let w = self.0.iter().map(|k| k.name.len()).max().unwrap_or(6).max(6);
-        writeln!(f, "{:<w$}  {:<7} {:>5} {:>11} {:>10} {:>11} {:>6}", "kernel", "arch", "regs", "spill st B",
-            "spill ld B", "static smem", "stack")?;
+        writeln!(
+            f,
+            "{:<w$}  {:<7} {:>5} {:>11} {:>10} {:>11} {:>6}",
+            "kernel", "arch", "regs", "spill st B", "spill ld B", "static smem", "stack"
+        )?;
         for k in &self.0 {
-            writeln!(f, "{:<w$}  {:<7} {:>5} {:>11} {:>10} {:>11} {:>6}", k.name, k.arch, k.registers,
-                k.spill_stores, k.spill_loads, k.shared_bytes, k.stack_bytes)?;
+            writeln!(
+                f,
+                "{:<w$}  {:<7} {:>5} {:>11} {:>10} {:>11} {:>6}",
+                k.name, k.arch, k.registers, k.spill_stores, k.spill_loads, k.shared_bytes, k.stack_bytes
+            )?;
         }
         let spilling: Vec<&KernelInfo> = self.0.iter().filter(|k| k.spill_stores + k.spill_loads > 0).collect();
         if spilling.is_empty() {
@@ -56,11 +62,25 @@ impl fmt::Display for KernelTable {
             }
         }
         // dynamic shared memory is a launch parameter: show it for Qwen3's head_dim
-        let attn = AttnParams { n_heads: 16, n_kv_heads: 8, head_dim: 128, q_stride: 2048, n_rows: 1, max_q_len: 1,
-            max_kv_len: 1, ..Default::default() };
+        let attn = AttnParams {
+            n_heads: 16,
+            n_kv_heads: 8,
+            head_dim: 128,
+            q_stride: 2048,
+            n_rows: 1,
+            max_q_len: 1,
+            max_kv_len: 1,
+            ..Default::default()
+        };
         if let (Ok(pre), Ok(dec)) = (AttnPrefill(attn).plan(), AttnDecode(attn).plan()) {
-            writeln!(f, "dynamic shared memory at head_dim 128: {} {} B, {} {} B", pre.launches[0].kernel,
-                pre.launches[0].shared_bytes, dec.launches[0].kernel, dec.launches[0].shared_bytes)?;
+            writeln!(
+                f,
+                "dynamic shared memory at head_dim 128: {} {} B, {} {} B",
+                pre.launches[0].kernel,
+                pre.launches[0].shared_bytes,
+                dec.launches[0].kernel,
+                dec.launches[0].shared_bytes
+            )?;
         }
         write!(f, "nvcc: {NVCC_VERSION}")
     }
@@ -68,11 +88,14 @@ impl fmt::Display for KernelTable {
 
 /// Prints the report: a table, or with `json` the JSON array
 /// `[{"name", "arch", "registers", "spill_stores", "spill_loads", "shared_bytes", "stack_bytes"}]`.
+/// Output errors (a closed pipe, `latentmas kernels | head`) are ignored.
 pub fn print_kernel_table(json: bool) {
+    use std::io::Write;
     let report = kernel_report();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+    let text = if json {
+        serde_json::to_string_pretty(&report).expect("serialisable")
     } else {
-        println!("{}", KernelTable(report));
-    }
+        KernelTable(report).to_string()
+    };
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
