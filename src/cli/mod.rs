@@ -6,6 +6,7 @@ mod eval;
 mod extract;
 mod ffi_flags;
 mod generate;
+mod kernels;
 mod report;
 mod run;
 mod synth;
@@ -39,6 +40,8 @@ enum Command {
     Report(report::Args),
     /// Print the normalised prediction of a model output read from stdin.
     Extract(extract::Args),
+    /// The CUDA kernels built into this binary: registers, spills, shared memory per kernel (ptxas -v).
+    Kernels(kernels::Args),
     /// Print the compiler and linker flags of a C program using the C ABI (ffi/latentmas.h).
     FfiFlags(ffi_flags::Args),
 }
@@ -53,5 +56,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => report::run(a),
         Command::Extract(a) => extract::run(a),
         Command::FfiFlags(a) => ffi_flags::run(a),
+        Command::Kernels(a) => kernels::run(a),
     }
 }
