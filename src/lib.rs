@@ -15,6 +15,8 @@ pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod ffi;
+pub mod kernels;
 pub mod kv;
 pub mod latent;
 pub mod mas;

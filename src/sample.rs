@@ -1,6 +1,13 @@
 //! Choosing the next token from logits: greedy (argmax, first index on ties, as torch.argmax), or
 //! temperature → top-k → top-p in that order (the LatentMAS reference: 0.6, 20, 0.95), seedable.
 //! Only ids below the tokenizer's length are ever candidates: the embedding's padding rows are skipped.
+//!
+//! The rule is the one the CUDA `latentmas_sample` kernel implements (kernels/sampling.cu), so both backends
+//! pick the same id for the same uniform number u:
+//! - top-k keeps every id whose logit is ≥ the k-th largest (ties with the k-th are kept, as transformers'
+//!   TopKLogitsWarper does);
+//! - top-p keeps every id whose strictly-more-probable mass is < p (transformers' TopPLogitsWarper up to ties);
+//! - the pick is the inverse CDF at u over the kept ids in id order.
 
 /// Decoding settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,6 +74,7 @@ pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
     candidates: Vec<(f32, u32)>,
+    sorted: Vec<f32>,
 }
 
 /// Index of the largest value among the first `limit`; the first one on ties.
@@ -82,7 +90,7 @@ pub fn argmax(logits: &[f32], limit: usize) -> u32 {
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
-        Sampler { params, rng: Rng::new(params.seed), candidates: Vec::new() }
+        Sampler { params, rng: Rng::new(params.seed), candidates: Vec::new(), sorted: Vec::new() }
     }
 
     /// Picks a token among ids `< limit`.
@@ -92,43 +100,57 @@ impl Sampler {
             return argmax(logits, limit);
         }
         let p = self.params;
-        // 1. temperature
+        let logits = &logits[..limit];
+        // 1. top-k threshold: the k-th largest logit (temperature > 0 keeps the order).
+        let threshold = if p.top_k > 0 && p.top_k < limit {
+            self.candidates.clear();
+            self.candidates.extend(logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
+            self.candidates.select_nth_unstable_by(p.top_k - 1, |a, b| b.0.total_cmp(&a.0));
+            self.candidates[p.top_k - 1].0
+        } else {
+            f32::NEG_INFINITY
+        };
+        // 2. temperature-scaled weights of the survivors, in id order.
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         self.candidates.clear();
-        self.candidates.extend(logits[..limit].iter().enumerate().map(|(i, &l)| (l / p.temperature, i as u32)));
-        // 2. top-k: keep the k largest (ties broken by lower id for determinism)
-        let by_desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if p.top_k > 0 && p.top_k < self.candidates.len() {
-            self.candidates.select_nth_unstable_by(p.top_k - 1, by_desc);
-            self.candidates.truncate(p.top_k);
-        }
-        self.candidates.sort_unstable_by(by_desc);
-        // softmax over the survivors
-        let max = self.candidates[0].0;
-        let mut total = 0.0f32;
-        for c in self.candidates.iter_mut() {
-            c.0 = (c.0 - max).exp();
-            total += c.0;
-        }
-        // 3. top-p: the smallest prefix whose mass reaches p (at least one token)
-        let mut mass = 0.0f32;
-        let mut keep = self.candidates.len();
-        for (i, c) in self.candidates.iter().enumerate() {
-            mass += c.0 / total;
-            if mass >= p.top_p {
-                keep = i + 1;
-                break;
+        self.candidates.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l >= threshold)
+                .map(|(i, &l)| (((l - max) / p.temperature).exp(), i as u32)),
+        );
+        let total: f32 = self.candidates.iter().map(|c| c.0).sum();
+        // 3. top-p: keep ids whose strictly-more-probable mass is < p·total.
+        if p.top_p < 1.0 {
+            self.sorted.clear();
+            self.sorted.extend(self.candidates.iter().map(|c| c.0));
+            self.sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+            let (mut prefix, mut above, mut cut) = (0.0f32, 0.0f32, f32::NEG_INFINITY);
+            for (i, &w) in self.sorted.iter().enumerate() {
+                // Ties share their mass-above, so a group of equal weights is kept or dropped together.
+                if i > 0 && w < self.sorted[i - 1] {
+                    above = prefix;
+                }
+                if above >= p.top_p * total {
+                    break;
+                }
+                cut = w;
+                prefix += w;
             }
+            self.candidates.retain(|c| c.0 >= cut);
         }
-        self.candidates.truncate(keep);
+        // 4. inverse CDF at u in id order.
         let kept: f32 = self.candidates.iter().map(|c| c.0).sum();
-        let mut r = self.rng.uniform() * kept;
+        let target = self.rng.uniform() * kept;
+        let mut running = 0.0f32;
         for c in &self.candidates {
-            r -= c.0;
-            if r < 0.0 {
+            running += c.0;
+            if running > target {
                 return c.1;
             }
         }
-        self.candidates[keep - 1].1
+        self.candidates.last().map(|c| c.1).unwrap_or(0)
     }
 }
 
@@ -151,6 +173,19 @@ mod tests {
         for _ in 0..50 {
             assert_eq!(s.sample(&logits, 3), 1);
         }
+    }
+
+    #[test]
+    fn top_k_keeps_ties_and_top_p_keeps_tie_groups_together() {
+        // k = 1 with two equal maxima keeps both (the kernel's rule); both get drawn.
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 1, top_p: 1.0, seed: 3, greedy: false });
+        let logits = [2.0f32, 5.0, 5.0, 1.0];
+        let draws: Vec<u32> = (0..200).map(|_| s.sample(&logits, 4)).collect();
+        assert!(draws.iter().all(|&t| t == 1 || t == 2) && draws.contains(&1) && draws.contains(&2));
+        // top_p 0.3 with weights [e^5, e^5, ...]: the tie group's mass-above is 0, so both stay.
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.3, seed: 3, greedy: false });
+        let draws: Vec<u32> = (0..200).map(|_| s.sample(&logits, 4)).collect();
+        assert!(draws.iter().all(|&t| t == 1 || t == 2) && draws.contains(&2));
     }
 
     #[test]

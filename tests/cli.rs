@@ -163,6 +163,8 @@ fn bad_input_gets_a_clear_error() {
     assert!(temp.contains("--temperature"), "{temp}");
     let missing = fails(&["run", "--model", "/nonexistent/model", "--question", "hi"]);
     assert!(missing.contains("/nonexistent/model"), "{missing}");
+    let hub = fails(&["run", "--model", "latentmas-test/no-such-model", "--question", "hi"]);
+    assert!(hub.contains("Hugging Face hub") && hub.contains("--model"), "{hub}");
     let cuda = fails(&["run", "--model", TINY, "--question", "hi", "--device", "cuda"]);
     assert!(cuda.contains("--device cuda"), "{cuda}");
     let prompts = fails(&["run", "--model", TINY, "--question", "hi", "--prompts", "/nonexistent.json"]);
@@ -177,4 +179,36 @@ fn bad_input_gets_a_clear_error() {
     let tok = fails(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "hi"]);
     assert!(tok.contains("tokenizer.json"), "{tok}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn kernels_lists_every_kernel_with_resources() {
+    let out = ok(&["kernels", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let rows = v.as_array().unwrap();
+    if rows.is_empty() {
+        println!("SKIP (this build has no kernels: nvcc was not found; run tools/install_cuda.sh and set CUDA_HOME)");
+        return;
+    }
+    for k in [
+        "latentmas_rmsnorm",
+        "latentmas_add_rmsnorm",
+        "latentmas_qk_norm_rope_kv",
+        "latentmas_attn_prefill",
+        "latentmas_attn_decode_partial",
+        "latentmas_swiglu",
+        "latentmas_embed",
+        "latentmas_latent_project",
+        "latentmas_kv_splice",
+        "latentmas_argmax",
+        "latentmas_sample",
+    ] {
+        assert!(rows.iter().any(|r| r["name"] == k), "{k} missing from `latentmas kernels`");
+    }
+    for r in rows {
+        for field in ["arch", "registers", "shared_bytes"] {
+            assert!(!r[field].is_null(), "{r}: no {field}");
+        }
+        assert_eq!((r["spill_stores"].as_u64(), r["spill_loads"].as_u64()), (Some(0), Some(0)), "{r} spills");
+    }
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The full test suite, as CI runs it: installs the pinned CUDA 13.0 compiler wheels (so build.rs compiles the
-# kernels with nvcc; nothing CUDA is needed to RUN the tests), then runs every test.
+# kernels with nvcc; nothing CUDA is needed to RUN the tests), runs every test, then reruns the kernel tests
+# with the emulator in ThreadSanitizer mode (one OS thread per CUDA thread; catches missing barriers).
 # Usage: tools/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x tools/install_cuda.sh ]; then
-    CUDA_HOME="$(tools/install_cuda.sh | tail -n 1)"
-    export CUDA_HOME
-fi
+CUDA_HOME="$(tools/install_cuda.sh)"
+export CUDA_HOME
 cargo test --release "$@"
+LATENTMAS_EMU_TSAN=1 cargo test --release --test kernels_emu

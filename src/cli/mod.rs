@@ -3,7 +3,12 @@
 mod align;
 mod bench;
 mod common;
+mod eval;
+mod extract;
+mod ffi_flags;
 mod generate;
+mod kernels;
+mod report;
 mod run;
 mod synth;
 
@@ -30,6 +35,16 @@ enum Command {
     Run(run::Args),
     /// Compute (or find cached) the latent alignment W_a of a model.
     Align(align::Args),
+    /// Run a benchmark file through one method and score it; resumable.
+    Eval(eval::Args),
+    /// Compare methods over eval results files (table, optional SVG chart).
+    Report(report::Args),
+    /// Print the normalised prediction of a model output read from stdin.
+    Extract(extract::Args),
+    /// The CUDA kernels built into this binary: registers, spills, shared memory per kernel (ptxas -v).
+    Kernels(kernels::Args),
+    /// Print the compiler and linker flags of a C program using the C ABI (ffi/latentmas.h).
+    FfiFlags(ffi_flags::Args),
     /// Measure bandwidth, peak FLOP/s, prefill, decode, latent steps and whole questions, with % of roofline.
     Bench(bench::Args),
 }
@@ -40,6 +55,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Run(a) => run::run(a),
         Command::Align(a) => align::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Extract(a) => extract::run(a),
+        Command::FfiFlags(a) => ffi_flags::run(a),
+        Command::Kernels(a) => kernels::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

@@ -18,8 +18,9 @@ use super::common::{write_atomic, DeviceArg, SamplingArgs};
 /// Latent steps per agent when `--latent-steps` is not given for a LatentMAS run.
 pub const DEFAULT_LATENT_STEPS: usize = 10;
 
+/// The flags that define how questions are answered; shared by `run` and `eval`.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct MethodArgs {
     /// Model directory or hub id.
     #[arg(long)]
     pub model: String,
@@ -29,15 +30,6 @@ pub struct Args {
     /// sequential | hierarchical | parallel
     #[arg(long, default_value = "sequential")]
     pub topology: Topology,
-    /// math | mc | medqa | code (the prompts' answer format)
-    #[arg(long, default_value = "math")]
-    pub task_family: Family,
-    /// One question.
-    #[arg(long, conflicts_with = "questions", required_unless_present = "questions")]
-    pub question: Option<String>,
-    /// A JSONL file, one {"question": ...} per line.
-    #[arg(long)]
-    pub questions: Option<PathBuf>,
     /// Latent steps per non-final agent (LatentMAS; default 10).
     #[arg(long)]
     pub latent_steps: Option<usize>,
@@ -71,6 +63,21 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub method: MethodArgs,
+    /// math | mc | medqa | code (the prompts' answer format)
+    #[arg(long, default_value = "math")]
+    pub task_family: Family,
+    /// One question.
+    #[arg(long, conflicts_with = "questions", required_unless_present = "questions")]
+    pub question: Option<String>,
+    /// A JSONL file, one {"question": ...} per line.
+    #[arg(long)]
+    pub questions: Option<PathBuf>,
     /// Print one JSON report per question (JSON lines).
     #[arg(long)]
     pub json: bool,
@@ -79,8 +86,8 @@ pub struct Args {
     pub trace: Option<PathBuf>,
 }
 
-impl Args {
-    pub fn run_config(&self) -> anyhow::Result<RunConfig> {
+impl MethodArgs {
+    pub fn run_config(&self, family: Family) -> anyhow::Result<RunConfig> {
         let latent_steps = match (self.method, self.latent_steps) {
             (Method::Latent, m) => m.unwrap_or(DEFAULT_LATENT_STEPS),
             (_, Some(m)) => m, // validate() names the flag
@@ -89,7 +96,7 @@ impl Args {
         let cfg = RunConfig {
             method: self.method,
             topology: self.topology,
-            family: self.task_family,
+            family,
             latent_steps,
             think: self.think,
             compat_reference: self.compat.is_some(),
@@ -101,6 +108,101 @@ impl Args {
             anyhow::bail!("--batch must be at least 1");
         }
         Ok(cfg)
+    }
+
+    /// A label naming every setting that changes answers (eval resumes by task + label + id).
+    pub fn label(&self, cfg: &RunConfig) -> String {
+        let mut s = format!("{}-{}", cfg.method, cfg.topology);
+        if cfg.method == Method::Single {
+            s = "single".into();
+        }
+        if cfg.method == Method::Latent {
+            s.push_str(&format!("-m{}", cfg.latent_steps));
+            if self.realign && !self.no_realign {
+                s.push_str("-realign");
+            }
+            if cfg.think {
+                s.push_str("-think");
+            }
+            if cfg.compat_reference {
+                s.push_str("-compat");
+            }
+        }
+        if let Some(p) = &self.prompts {
+            s.push_str(&format!("-prompts:{}", p.display()));
+        }
+        if cfg.sampling.greedy {
+            s.push_str("-greedy");
+        } else {
+            s.push_str(&format!(
+                "-t{}-k{}-p{}-s{}",
+                cfg.sampling.temperature, cfg.sampling.top_k, cfg.sampling.top_p, cfg.sampling.seed
+            ));
+        }
+        s.push_str(&format!("-max{}", cfg.max_new_tokens));
+        s
+    }
+
+    /// Loads prompts, sizes the KV buffer for `questions` (failing before any work when the budget is too
+    /// small), opens the engine and, for LatentMAS, the alignment.
+    pub fn open(&self, cfg: &RunConfig, questions: &[String]) -> anyhow::Result<Session> {
+        set_threads(self.threads);
+        self.device.require_cpu()?;
+        let prompts = match &self.prompts {
+            Some(p) => PromptSet::from_file(p)?,
+            None => PromptSet::builtin(),
+        };
+        let dir = resolve_model(&self.model)?;
+        let tokenizer = Tokenizer::load(&dir)?;
+        let largest_batch = questions
+            .chunks(self.batch)
+            .map(|c| batch_slots(&tokenizer, &prompts, cfg, c))
+            .collect::<latentmas::Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        drop(tokenizer);
+        let budget = match self.kv_budget.as_str() {
+            "auto" => KvBudget::Tokens(largest_batch),
+            s => s.parse::<KvBudget>()?,
+        };
+        let config = latentmas::model::config::Qwen3Config::from_file(&dir.join("config.json"))?;
+        let slots = match budget {
+            KvBudget::Tokens(t) => t,
+            KvBudget::Bytes(b) => (b / latentmas::kv::KvBuffer::bytes_per_token(&config)) as usize,
+        };
+        if slots < largest_batch {
+            anyhow::bail!(
+                "--kv-budget {} holds {slots} tokens but a batch of this run needs {largest_batch}; raise --kv-budget (or lower --batch / --max-new-tokens)",
+                self.kv_budget
+            );
+        }
+        let engine = Engine::open(&dir, budget)?;
+        let align = if cfg.method == Method::Latent {
+            let realign = self.realign && !self.no_realign;
+            let (al, cache) = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), realign)?;
+            if let Some(path) = cache {
+                tracing::info!("alignment cache: {}", path.display());
+            }
+            Some(al)
+        } else {
+            None
+        };
+        Ok(Session { engine, prompts, align, cfg: cfg.clone() })
+    }
+}
+
+/// An engine ready to answer questions with one configuration.
+pub struct Session {
+    pub engine: Engine,
+    pub prompts: PromptSet,
+    pub align: Option<Alignment>,
+    pub cfg: RunConfig,
+}
+
+impl Session {
+    pub fn run(&mut self, questions: &[String]) -> latentmas::Result<latentmas::mas::run::RunOutput> {
+        run_batch(&mut self.engine, &self.prompts, self.align.as_ref(), &self.cfg, questions)
     }
 }
 
@@ -127,58 +229,16 @@ pub fn read_questions(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    set_threads(a.threads);
-    let cfg = a.run_config()?;
-    a.device.require_cpu()?;
-    let prompts = match &a.prompts {
-        Some(p) => PromptSet::from_file(p)?,
-        None => PromptSet::builtin(),
-    };
+    let cfg = a.method.run_config(a.task_family)?;
     let questions = match (&a.question, &a.questions) {
         (Some(q), _) => vec![q.clone()],
         (None, Some(path)) => read_questions(path)?,
         (None, None) => anyhow::bail!("give --question TEXT or --questions FILE"),
     };
-    let dir = resolve_model(&a.model)?;
-    // Size the buffer before loading the weights: a budget too small fails here, before any work.
-    let tokenizer = Tokenizer::load(&dir)?;
-    let largest_batch = questions
-        .chunks(a.batch)
-        .map(|c| batch_slots(&tokenizer, &prompts, &cfg, c))
-        .collect::<latentmas::Result<Vec<_>>>()?
-        .into_iter()
-        .max()
-        .unwrap_or(0);
-    drop(tokenizer);
-    let budget = match a.kv_budget.as_str() {
-        "auto" => KvBudget::Tokens(largest_batch),
-        s => s.parse::<KvBudget>()?,
-    };
-    let config = latentmas::model::config::Qwen3Config::from_file(&dir.join("config.json"))?;
-    let slots = match budget {
-        KvBudget::Tokens(t) => t,
-        KvBudget::Bytes(b) => (b / latentmas::kv::KvBuffer::bytes_per_token(&config)) as usize,
-    };
-    if slots < largest_batch {
-        anyhow::bail!(
-            "--kv-budget {} holds {slots} tokens but a batch of this run needs {largest_batch}; raise --kv-budget (or lower --batch / --max-new-tokens)",
-            a.kv_budget
-        );
-    }
-    let mut engine = Engine::open(&dir, budget)?;
-    let align = if cfg.method == Method::Latent {
-        let realign = a.realign && !a.no_realign;
-        let (al, cache) = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), realign)?;
-        if let Some(path) = cache {
-            tracing::info!("alignment cache: {}", path.display());
-        }
-        Some(al)
-    } else {
-        None
-    };
+    let mut session = a.method.open(&cfg, &questions)?;
     let mut first_trace = true;
-    for chunk in questions.chunks(a.batch) {
-        let out = run_batch(&mut engine, &prompts, align.as_ref(), &cfg, chunk)?;
+    for chunk in questions.chunks(a.method.batch) {
+        let out = session.run(chunk)?;
         if first_trace {
             if let Some(path) = &a.trace {
                 write_atomic(path, serde_json::to_string_pretty(&out.traces[0])?.as_bytes())?;

@@ -1,1 +1,42 @@
-//! (filled in by its issue)
+//! Evaluation: the paper's nine benchmarks loaded, asked, and scored as the reference scores them
+//! (Gen-Verse/LatentMAS @ 1430ad6), with per-item results that survive interruptions.
+//!
+//! Modules, one job each:
+//! - [`task`]: the [`Task`] enum (CLI words, prompt family).
+//! - [`dataset`]: files (JSONL or a JSON array, by content) → [`Item`]s, bad records → [`LoadWarning`]s.
+//! - [`question`]: one record → `{question}` string + gold, per task.
+//! - [`extract`]: answer extraction and normalisation (`\boxed{…}`, numbers, python blocks).
+//! - [`score`]: [`Gold`], [`predict`] (what `latentmas extract` prints), [`score`](score::score).
+//! - [`code_exec`]: sandboxed `python3` for mbpp+ / humaneval+.
+//! - [`record`]: the results JSONL ([`Record`]) with crash-safe appends.
+//! - [`runner`]: the [`Solver`] trait the engine implements and [`run_eval`] (batches, resume, progress).
+//! - [`summary`]: [`Summary`] (accuracy, 95% Wilson interval, tokens, latent steps, time) and its table.
+//! - [`report`] + [`chart`]: `latentmas report` (table over results files, SVG chart).
+//!
+//! Typical use (the CLI):
+//! ```ignore
+//! let ds = eval::load(task, &data_path)?;          // ds.warnings: skipped lines, print them
+//! let run = eval::run_eval(&mut solver, &ds.items, &EvalOptions { limit, batch_size, ..EvalOptions::new(task, out) })?;
+//! println!("{}", run.summary);
+//! ```
+
+pub mod chart;
+pub mod code_exec;
+pub mod dataset;
+pub mod extract;
+pub mod question;
+pub mod record;
+pub mod report;
+pub mod runner;
+pub mod score;
+pub mod summary;
+pub mod task;
+
+pub use code_exec::{ExecConfig, ExecOutcome, ExecStatus, NetIsolation, SandboxInfo};
+pub use dataset::{load, Dataset, Item, LoadWarning};
+pub use record::Record;
+pub use report::{build_report, Report};
+pub use runner::{run_eval, EvalOptions, EvalRun, SolveOutput, Solver};
+pub use score::{predict, Gold, Scored};
+pub use summary::{Summary, SummaryTable};
+pub use task::Task;

@@ -94,11 +94,6 @@ impl Topology {
     }
 }
 
-/// Python's `str.strip()`: Rust's `trim` plus U+001C..U+001F, which Python also counts as whitespace.
-pub fn py_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +106,5 @@ mod tests {
         let e = "latentish".parse::<Method>().unwrap_err().to_string();
         assert!(e.contains("latentish") && e.contains("single, text, latent"), "{e}");
         assert_eq!(Topology::Parallel.prompt_key(Method::Latent), "latent_hierarchical");
-        assert_eq!(py_strip("\u{1c} a b\n\u{1f}"), "a b");
     }
 }

@@ -8,11 +8,13 @@
 
 use std::time::Instant;
 
-use super::method::{py_strip, AgentSpec, Family, Method, Topology};
+use super::method::{AgentSpec, Family, Method, Topology};
 use super::prompts::{fill, PromptSet};
 use super::report::{AgentReport, LatentInput, QuestionReport, Trace, TraceAgent};
 use crate::engine::{Decoded, Engine};
 use crate::error::{Error, Result};
+use crate::eval::extract::py_strip;
+use crate::eval::score::predict_answer;
 use crate::kv::KvRow;
 use crate::latent::Alignment;
 use crate::sample::SamplingParams;
@@ -256,6 +258,7 @@ impl Batch {
                 generated_ids: d.ids,
             };
             self.push(q, report, trace);
+            self.reports[q].answer = predict_answer(cfg.family == Family::Code, &text);
             self.reports[q].text = text.clone();
             texts.push(text);
         }

@@ -1,0 +1,861 @@
+//! The C ABI: the engine behind opaque handles, for C and C++ programs (`ffi/latentmas.h` is its contract;
+//! `tests/ffi.rs` fails when the two drift apart).
+//!
+//! Operations (llama.cpp style: `*_default_params()` by value, explicit `*_free`):
+//! [`lm_engine_default_params`], [`lm_run_default_params`], [`lm_engine_open`], [`lm_run`],
+//! [`lm_result_text`], [`lm_result_answer`], [`lm_result_json`], [`lm_result_free`], [`lm_engine_free`],
+//! [`lm_last_error`], and the extras [`lm_last_error_code`], [`lm_status_name`], [`lm_version`],
+//! [`lm_engine_kv_capacity`].
+//!
+//! Rules every entry point keeps:
+//! - No panic crosses the boundary: each body runs under `catch_unwind`; a caught panic is `LM_ERR_PANIC`.
+//! - Each call that can fail first clears this thread's last error; a failure sets its code and message
+//!   ([`lm_last_error_code`], [`lm_last_error`]), so after such a call `lm_last_error_code() == 0` iff it
+//!   succeeded. The infallible ones (default params, `lm_last_error*`, `lm_status_name`, `lm_version`) leave it
+//!   alone, so `printf("%s: %s", lm_status_name(rc), lm_last_error())` is safe in either evaluation order.
+//! - Handles are opaque tokens, never addresses: a handle is looked up in a process-wide registry and never
+//!   dereferenced. Each value is issued once per process, so a double free, a use after free, a handle of the
+//!   wrong kind or a pointer that never came from the library is `LM_ERR_INVALID_HANDLE`, never a crash.
+//! - Caller pointers (params, strings, out-parameters) are checked for NULL and alignment; beyond that they must
+//!   be valid for their C type, which no library can check.
+//! - One engine may be used from several threads: a mutex in the engine serialises `lm_run` calls.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::kv::KvBudget;
+use crate::latent::Alignment;
+use crate::mas::method::{Family, Method, Topology};
+use crate::mas::prompts::PromptSet;
+use crate::mas::run::{batch_slots, run_batch, RunConfig};
+use crate::model::hub::resolve_model;
+use crate::sample::SamplingParams;
+
+/// KV slots `kv_budget_bytes = 0` ("auto") allocates. The buffer is allocated once, at `lm_engine_open`, before
+/// any question is known, so "auto" cannot size it per run as the CLI does: 4096 tokens hold one LatentMAS
+/// question at the default run parameters (4 prompts of a few hundred tokens, 3 × 10 latent steps, 2048 new
+/// tokens) with room to spare. TextMAS keeps the agents' text in the prompts and needs ~21k tokens at 2048 new
+/// tokens: give it an explicit budget. (Qwen3-0.6B: 224 KiB per token, so 4096 tokens = 896 MiB.)
+pub const AUTO_KV_TOKENS: usize = 4096;
+
+/// Native libraries a program linking `liblatentmas.a` needs, in link order: what
+/// `cargo rustc --lib --crate-type staticlib -- --print native-static-libs` printed on x86_64-unknown-linux-gnu
+/// (only the standard library's; no dependency links a system library). `latentmas ffi-flags` prints them.
+pub const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+
+/// Status codes (`lm_status` in the header). 0 is success, every failure is negative.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok = 0,
+    /// A required pointer argument or string field is NULL.
+    NullPointer = -1,
+    /// A string is not valid UTF-8.
+    InvalidUtf8 = -2,
+    /// An unknown word, a number out of range, a combination that means nothing, or a misaligned pointer.
+    InvalidArgument = -3,
+    /// Not a live handle of that kind: freed already, never issued, or a handle of the other kind.
+    InvalidHandle = -4,
+    /// The model could not be found or loaded (directory, hub, config, weights, tokenizer).
+    Model = -5,
+    /// The device is not available (`cuda` in this build).
+    Device = -6,
+    /// The KV buffer cannot be allocated, holds no token, or is too small for the run.
+    KvCapacity = -7,
+    /// The run failed for another reason (prompt template, tokenizer, ...).
+    Run = -8,
+    /// A bug inside the library was caught at the boundary (a Rust panic).
+    Panic = -9,
+    /// The engine was inside a run that panicked; only `lm_engine_free` is left to do with it.
+    Poisoned = -10,
+}
+
+impl Status {
+    /// Every status, in header order.
+    pub const ALL: [Status; 11] = [
+        Status::Ok,
+        Status::NullPointer,
+        Status::InvalidUtf8,
+        Status::InvalidArgument,
+        Status::InvalidHandle,
+        Status::Model,
+        Status::Device,
+        Status::KvCapacity,
+        Status::Run,
+        Status::Panic,
+        Status::Poisoned,
+    ];
+
+    /// The header's name of the code.
+    pub fn name(self) -> &'static CStr {
+        match self {
+            Status::Ok => c"LM_OK",
+            Status::NullPointer => c"LM_ERR_NULL_POINTER",
+            Status::InvalidUtf8 => c"LM_ERR_INVALID_UTF8",
+            Status::InvalidArgument => c"LM_ERR_INVALID_ARGUMENT",
+            Status::InvalidHandle => c"LM_ERR_INVALID_HANDLE",
+            Status::Model => c"LM_ERR_MODEL",
+            Status::Device => c"LM_ERR_DEVICE",
+            Status::KvCapacity => c"LM_ERR_KV_CAPACITY",
+            Status::Run => c"LM_ERR_RUN",
+            Status::Panic => c"LM_ERR_PANIC",
+            Status::Poisoned => c"LM_ERR_POISONED",
+        }
+    }
+
+    pub fn code(self) -> c_int {
+        self as c_int
+    }
+}
+
+/// `lm_engine_params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LmEngineParams {
+    /// Model directory or hub id (UTF-8, NUL-terminated). No default: NULL is an error.
+    pub model: *const c_char,
+    /// `cpu`, `cuda` or `auto` (default `auto`: cpu in this build).
+    pub device: *const c_char,
+    /// KV buffer size in bytes; 0 = auto ([`AUTO_KV_TOKENS`] tokens).
+    pub kv_budget_bytes: u64,
+    /// Nonzero: map hidden states through the ridge alignment W_a (computed or loaded at open).
+    pub realign: c_int,
+}
+
+/// `lm_run_params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LmRunParams {
+    /// `single`, `text` or `latent`.
+    pub method: *const c_char,
+    /// `sequential`, `hierarchical` or `parallel`.
+    pub topology: *const c_char,
+    /// `math`, `mc`, `medqa` or `code`.
+    pub task_family: *const c_char,
+    /// Latent steps per non-final agent, ≥ 0; used by `latent` only, ignored by the other methods.
+    pub latent_steps: c_int,
+    /// ≥ 1.
+    pub max_new_tokens: c_int,
+    /// Nonzero: argmax decoding (the sampling fields are then ignored, but top_p must still be in (0, 1]).
+    pub greedy: c_int,
+    /// > 0 and finite unless greedy.
+    pub temperature: f32,
+    /// ≥ 0; 0 = no top-k cut.
+    pub top_k: c_int,
+    /// In (0, 1].
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+/// `lm_engine`: the engine, its alignment and the prompt set, behind a mutex (runs serialise).
+pub struct LmEngine {
+    state: Mutex<EngineState>,
+    kv_slots: u64,
+    kv_bytes: u64,
+}
+
+struct EngineState {
+    engine: Engine,
+    align: Alignment,
+    prompts: PromptSet,
+}
+
+/// `lm_result`: immutable once made; its strings live as long as the handle.
+pub struct LmResult {
+    text: CString,
+    answer: Option<CString>,
+    json: CString,
+}
+
+// The engine handle is shared between threads; the compiler checks that this is sound.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<LmEngine>();
+    send_sync::<LmResult>();
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Errors and the boundary guard
+// ---------------------------------------------------------------------------------------------------------
+
+/// A failure on its way to the caller.
+struct Fail {
+    status: Status,
+    message: String,
+}
+
+impl Fail {
+    fn new(status: Status, message: impl Into<String>) -> Self {
+        Fail { status, message: message.into() }
+    }
+}
+
+type Res<T> = std::result::Result<T, Fail>;
+
+/// The status of a library error raised while opening an engine (`open`) or running (`!open`).
+fn from_error(e: Error, open: bool) -> Fail {
+    let status = match &e {
+        Error::InvalidArgument(_) => Status::InvalidArgument,
+        Error::KvCapacity(_) => Status::KvCapacity,
+        Error::Device(_) => Status::Device,
+        _ if open => Status::Model,
+        _ => Status::Run,
+    };
+    Fail::new(status, e.to_string())
+}
+
+thread_local! {
+    /// This thread's last failure: code and message (`None` after a successful call).
+    static LAST_ERROR: RefCell<Option<(c_int, CString)>> = const { RefCell::new(None) };
+}
+
+fn set_last_error(value: Option<(c_int, CString)>) {
+    // `try_with`: during thread teardown the slot may be gone; never panic for that.
+    let _ = LAST_ERROR.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            *s = value;
+        }
+    });
+}
+
+/// Makes a C string of `s`, replacing interior NULs (which C strings cannot hold) with U+FFFD.
+fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "\u{FFFD}")).unwrap_or_default()
+}
+
+/// Runs one entry point's body: clears the last error, catches panics, records a failure and returns
+/// `on_error` for it.
+fn entry<T>(function: &str, on_error: T, body: impl FnOnce() -> Res<T>) -> T {
+    set_last_error(None);
+    let fail = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(v)) => return v,
+        Ok(Err(f)) => f,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".into());
+            Fail::new(Status::Panic, format!("internal error (a bug; please report it): {what}"))
+        }
+    };
+    set_last_error(Some((fail.status.code(), c_string(&format!("{function}: {}", fail.message)))));
+    on_error
+}
+
+/// Entry point that cannot fail (default params, last error, names): still under `catch_unwind`, but it leaves
+/// the thread's last error alone; `fallback` is what it returns if a bug panics anyway.
+fn infallible<T>(fallback: impl FnOnce() -> T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| fallback())
+}
+
+/// Status-returning entry point: 0, or the code [`entry`] recorded.
+fn entry_status(function: &str, body: impl FnOnce() -> Res<()>) -> c_int {
+    entry(function, (), body);
+    last_code()
+}
+
+fn last_code() -> c_int {
+    LAST_ERROR.try_with(|s| s.try_borrow().ok().and_then(|e| e.as_ref().map(|e| e.0))).ok().flatten().unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Caller pointers
+// ---------------------------------------------------------------------------------------------------------
+
+fn check_ptr<T>(p: *const T, what: &str) -> Res<()> {
+    if p.is_null() {
+        return Err(Fail::new(Status::NullPointer, format!("{what} is NULL")));
+    }
+    if !p.is_aligned() {
+        return Err(Fail::new(Status::InvalidArgument, format!("{what} ({p:p}) is not aligned for its type")));
+    }
+    Ok(())
+}
+
+/// Copies the struct `p` points to.
+///
+/// # Safety
+/// `p` must be NULL or point to a readable `T`.
+unsafe fn read_struct<T: Copy>(p: *const T, what: &str) -> Res<T> {
+    check_ptr(p, what)?;
+    // SAFETY: non-NULL and aligned (checked above); the caller promises it points to a readable T.
+    Ok(unsafe { p.read() })
+}
+
+/// Clears an out-parameter first (so it is NULL on every failure after this point) and returns it.
+///
+/// # Safety
+/// `p` must be NULL or point to a writable `*mut T`.
+unsafe fn out_slot<T>(p: *mut *mut T, what: &str) -> Res<*mut *mut T> {
+    check_ptr(p, what)?;
+    // SAFETY: non-NULL and aligned (checked above); the caller promises it is writable.
+    unsafe { p.write(std::ptr::null_mut()) };
+    Ok(p)
+}
+
+/// Borrows a NUL-terminated UTF-8 string.
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string that outlives the returned borrow.
+unsafe fn read_str<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
+    if p.is_null() {
+        return Err(Fail::new(Status::NullPointer, format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL; the caller promises a NUL-terminated string alive for 'a.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map_err(|e| {
+        Fail::new(Status::InvalidUtf8, format!("{what} is not valid UTF-8 (first bad byte at {})", e.valid_up_to()))
+    })
+}
+
+/// Parses a CLI word field.
+///
+/// # Safety
+/// As [`read_str`].
+unsafe fn read_word<T: std::str::FromStr<Err = Error>>(p: *const c_char, what: &str) -> Res<T> {
+    // SAFETY: forwarded contract of read_str.
+    let s = unsafe { read_str(p, what)? };
+    s.parse::<T>().map_err(|e| Fail::new(Status::InvalidArgument, format!("{what}: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The handle registry
+// ---------------------------------------------------------------------------------------------------------
+
+/// The two kinds of handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Engine,
+    Result,
+}
+
+impl Kind {
+    fn c_name(self) -> &'static str {
+        match self {
+            Kind::Engine => "lm_engine",
+            Kind::Result => "lm_result",
+        }
+    }
+
+    fn made_by(self) -> &'static str {
+        match self {
+            Kind::Engine => "lm_engine_open",
+            Kind::Result => "lm_run",
+        }
+    }
+}
+
+/// A type a handle can stand for.
+trait Handled: Send + Sync + 'static {
+    const KIND: Kind;
+}
+
+impl Handled for LmEngine {
+    const KIND: Kind = Kind::Engine;
+}
+
+impl Handled for LmResult {
+    const KIND: Kind = Kind::Result;
+}
+
+/// One live handle: its kind and the `Arc` the registry owns, as `Arc::into_raw(..) as usize ^ HIDE`.
+///
+/// The pointer is stored masked so that leak checkers (valgrind, LeakSanitizer), which treat any word that
+/// looks like a heap address as a reference, do not see it: a handle the caller never frees is reported as
+/// lost at its allocation site (in `lm_engine_open` / `lm_run`) instead of hiding as "still reachable".
+struct Entry {
+    kind: Kind,
+    bits: usize,
+}
+
+/// The mask of [`Entry::bits`]: 0x5A5A… at any pointer width.
+const HIDE: usize = usize::MAX / 0xFF * 0x5A;
+
+/// Live handles by value. Values come from [`NEXT_HANDLE`] and are never reused.
+static HANDLES: LazyLock<Mutex<HashMap<usize, Entry>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The next handle value: starts high and steps by 16, so handles look like aligned pointers and never
+/// collide with small integers a confused caller might pass.
+static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(HANDLE_BASE);
+const HANDLE_BASE: usize = 0x1A7E_0000;
+const HANDLE_STEP: usize = 16;
+
+fn registry() -> MutexGuard<'static, HashMap<usize, Entry>> {
+    // Nothing panics while holding the registry lock; recover anyway rather than fail every later call.
+    HANDLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hands `value` to the registry and returns its new handle.
+fn register<T: Handled>(value: T) -> Res<*mut T> {
+    let id = NEXT_HANDLE.fetch_add(HANDLE_STEP, Ordering::Relaxed);
+    if id < HANDLE_BASE {
+        // 2^60 handles on 64-bit targets; on 32-bit ones ~2^28 handles before values would repeat.
+        return Err(Fail::new(Status::Run, "handle values are exhausted in this process"));
+    }
+    let bits = Arc::into_raw(Arc::new(value)) as usize ^ HIDE;
+    registry().insert(id, Entry { kind: T::KIND, bits });
+    Ok(id as *mut T)
+}
+
+/// Checks that `p` is a live handle of kind `T` in `map`.
+fn find<T: Handled>(map: &HashMap<usize, Entry>, p: *const T, what: &str) -> Res<usize> {
+    if p.is_null() {
+        return Err(Fail::new(Status::NullPointer, format!("{what} is NULL")));
+    }
+    match map.get(&(p as usize)) {
+        Some(e) if e.kind == T::KIND => Ok(e.bits),
+        Some(e) => Err(Fail::new(
+            Status::InvalidHandle,
+            format!("{what} ({p:p}) is an {}, not an {}", e.kind.c_name(), T::KIND.c_name()),
+        )),
+        None => Err(Fail::new(
+            Status::InvalidHandle,
+            format!(
+                "{what} ({p:p}) is not a live {} (freed already, or never returned by {})",
+                T::KIND.c_name(),
+                T::KIND.made_by()
+            ),
+        )),
+    }
+}
+
+/// The object behind a live handle (a new reference: it stays alive while the caller uses it, even if another
+/// thread frees the handle meanwhile).
+fn lookup<T: Handled>(p: *const T, what: &str) -> Res<Arc<T>> {
+    let map = registry();
+    let bits = find(&map, p, what)?;
+    let raw = (bits ^ HIDE) as *const T;
+    // SAFETY: `bits` is an entry of kind T, so `raw` came from `Arc::<T>::into_raw` in `register`, and the
+    // registry still owns that reference (entries are removed only under this lock, which we hold), so the
+    // allocation is alive; adding a count and taking it back as an Arc is balanced.
+    unsafe {
+        Arc::increment_strong_count(raw);
+        Ok(Arc::from_raw(raw))
+    }
+}
+
+/// Frees a handle: NULL is a no-op; anything but a live handle of kind T is an error and frees nothing.
+fn release<T: Handled>(p: *mut T, what: &str) -> Res<()> {
+    if p.is_null() {
+        return Ok(());
+    }
+    let bits = {
+        let mut map = registry();
+        let bits = find(&map, p, what)?;
+        map.remove(&(p as usize));
+        if map.is_empty() {
+            // A program that freed everything holds no allocation of this module at exit.
+            map.shrink_to_fit();
+        }
+        bits
+    };
+    // SAFETY: the entry (of kind T, so from `Arc::<T>::into_raw`) was just removed under the lock, so this is the
+    // one place that takes the registry's reference back. Dropped outside the lock: dropping an engine unmaps
+    // its weights, and a run in progress elsewhere keeps its own reference.
+    drop(unsafe { Arc::from_raw((bits ^ HIDE) as *const T) });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------------------------
+
+/// `lm_engine_default_params`: model NULL (must be set), device `auto`, kv_budget_bytes 0 (auto), realign 0.
+#[no_mangle]
+pub extern "C" fn lm_engine_default_params() -> LmEngineParams {
+    let make = || LmEngineParams { model: std::ptr::null(), device: c"auto".as_ptr(), kv_budget_bytes: 0, realign: 0 };
+    infallible(make, make)
+}
+
+/// `lm_run_default_params`: the CLI's defaults (latent, sequential, math, 10 latent steps, 2048 new tokens,
+/// sampling 0.6 / 20 / 0.95, seed 0).
+#[no_mangle]
+pub extern "C" fn lm_run_default_params() -> LmRunParams {
+    infallible(run_defaults, run_defaults)
+}
+
+fn run_defaults() -> LmRunParams {
+    let s = SamplingParams::default();
+    LmRunParams {
+        method: c"latent".as_ptr(),
+        topology: c"sequential".as_ptr(),
+        task_family: c"math".as_ptr(),
+        latent_steps: 10,
+        max_new_tokens: 2048,
+        greedy: s.greedy as c_int,
+        temperature: s.temperature,
+        top_k: s.top_k as c_int,
+        top_p: s.top_p,
+        seed: s.seed,
+    }
+}
+
+/// `lm_engine_open`: loads the model, allocates the KV buffer once, computes (or loads) the alignment.
+///
+/// # Safety
+/// `params` must be NULL or point to an `lm_engine_params` whose strings are NULL or NUL-terminated; `out` must
+/// be NULL or point to a writable `lm_engine *`.
+#[no_mangle]
+pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut *mut LmEngine) -> c_int {
+    entry_status("lm_engine_open", || {
+        // SAFETY: forwarded contract of this function (out is NULL or writable).
+        let out = unsafe { out_slot(out, "out")? };
+        // SAFETY: forwarded contract (params is NULL or readable).
+        let p = unsafe { read_struct(params, "params")? };
+        // SAFETY: forwarded contract (string fields are NULL or NUL-terminated).
+        let (model, device) = unsafe { (read_str(p.model, "params.model")?, read_str(p.device, "params.device")?) };
+        match device {
+            "cpu" => {}
+            "auto" => tracing::info!("device auto: using the cpu backend (no cuda backend in this build)"),
+            "cuda" => {
+                return Err(Fail::new(
+                    Status::Device,
+                    "params.device \"cuda\": the cuda backend is not available in this build; use \"cpu\" or \"auto\"",
+                ))
+            }
+            other => {
+                return Err(Fail::new(
+                    Status::InvalidArgument,
+                    format!("params.device {other:?}: expected one of: cpu, cuda, auto"),
+                ))
+            }
+        }
+        let budget = match p.kv_budget_bytes {
+            0 => KvBudget::Tokens(AUTO_KV_TOKENS),
+            b => KvBudget::Bytes(b),
+        };
+        let dir = resolve_model(model).map_err(|e| from_error(e, true))?;
+        let engine = open_engine(&dir, budget).map_err(|e| from_error(e, true))?;
+        let align = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), p.realign != 0)
+            .map_err(|e| from_error(e, true))?
+            .0;
+        let handle = register(LmEngine {
+            kv_slots: engine.kv.slots() as u64,
+            kv_bytes: engine.kv.bytes(),
+            state: Mutex::new(EngineState { engine, align, prompts: PromptSet::builtin() }),
+        })?;
+        // SAFETY: `out` was checked and cleared by out_slot above.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Opens the engine, naming the C field in a too-small-budget error.
+fn open_engine(dir: &Path, budget: KvBudget) -> crate::Result<Engine> {
+    Engine::open(dir, budget).map_err(|e| match e {
+        Error::KvCapacity(m) => Error::KvCapacity(format!("params.kv_budget_bytes: {m}")),
+        e => e,
+    })
+}
+
+/// Validates the run parameters and makes the run's configuration.
+///
+/// # Safety
+/// The string fields of `p` must be NULL or NUL-terminated.
+unsafe fn run_config(p: &LmRunParams) -> Res<RunConfig> {
+    let bad = |m: String| Err(Fail::new(Status::InvalidArgument, m));
+    // SAFETY: forwarded contract (string fields are NULL or NUL-terminated).
+    let (method, topology, family) = unsafe {
+        (
+            read_word::<Method>(p.method, "params.method")?,
+            read_word::<Topology>(p.topology, "params.topology")?,
+            read_word::<Family>(p.task_family, "params.task_family")?,
+        )
+    };
+    if p.latent_steps < 0 {
+        return bad(format!("params.latent_steps = {} must be >= 0", p.latent_steps));
+    }
+    if p.max_new_tokens < 1 {
+        return bad(format!("params.max_new_tokens = {} must be >= 1", p.max_new_tokens));
+    }
+    if p.top_k < 0 {
+        return bad(format!("params.top_k = {} must be >= 0 (0 = no top-k cut)", p.top_k));
+    }
+    let greedy = p.greedy != 0;
+    let usable_temperature = p.temperature > 0.0 && p.temperature.is_finite();
+    if !greedy && !usable_temperature {
+        return bad(format!("params.temperature = {} must be > 0 and finite (or set params.greedy)", p.temperature));
+    }
+    if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+        return bad(format!("params.top_p = {} must be in (0, 1]", p.top_p));
+    }
+    if topology == Topology::Parallel && method != Method::Latent {
+        return bad(format!("params.topology \"parallel\" is a LatentMAS topology; params.method is \"{method}\""));
+    }
+    let cfg = RunConfig {
+        method,
+        topology,
+        family,
+        latent_steps: if method == Method::Latent { p.latent_steps as usize } else { 0 },
+        think: false,
+        compat_reference: false,
+        sampling: SamplingParams {
+            greedy,
+            temperature: p.temperature,
+            top_k: p.top_k as usize,
+            top_p: p.top_p,
+            seed: p.seed,
+        },
+        max_new_tokens: p.max_new_tokens as usize,
+    };
+    cfg.validate().map_err(|e| from_error(e, false))?;
+    Ok(cfg)
+}
+
+/// `lm_run`: runs one question; serialises with other runs on the same engine.
+///
+/// # Safety
+/// `engine` may be any value; `question` must be NULL or NUL-terminated; `params` must be NULL or point to an
+/// `lm_run_params` whose strings are NULL or NUL-terminated; `out` must be NULL or point to a writable
+/// `lm_result *`.
+#[no_mangle]
+pub unsafe extern "C" fn lm_run(
+    engine: *mut LmEngine,
+    question: *const c_char,
+    params: *const LmRunParams,
+    out: *mut *mut LmResult,
+) -> c_int {
+    entry_status("lm_run", || {
+        // SAFETY: forwarded contract of this function (out is NULL or writable).
+        let out = unsafe { out_slot(out, "out")? };
+        let handle = lookup(engine, "engine")?;
+        // SAFETY: forwarded contract (question is NULL or NUL-terminated).
+        let question = unsafe { read_str(question, "question")? }.to_string();
+        // SAFETY: forwarded contract (params is NULL or readable).
+        let p = unsafe { read_struct(params, "params")? };
+        // SAFETY: forwarded contract (its string fields are NULL or NUL-terminated).
+        let cfg = unsafe { run_config(&p)? };
+        let mut guard = handle.state.lock().map_err(|_| {
+            Fail::new(Status::Poisoned, "a previous run on this engine panicked; free it and open a new one")
+        })?;
+        let st = &mut *guard;
+        let questions = [question];
+        let need =
+            batch_slots(&st.engine.tokenizer, &st.prompts, &cfg, &questions).map_err(|e| from_error(e, false))?;
+        if need > st.engine.kv.slots() {
+            return Err(Fail::new(
+                Status::KvCapacity,
+                format!(
+                    "this run needs {need} KV tokens but the engine's buffer holds {} ({} bytes per token); open the \
+                     engine with kv_budget_bytes >= {} (or lower params.max_new_tokens)",
+                    st.engine.kv.slots(),
+                    st.engine.kv.bytes_for(1),
+                    st.engine.kv.bytes_for(need)
+                ),
+            ));
+        }
+        let align = (cfg.method == Method::Latent).then_some(&st.align);
+        let mut output =
+            run_batch(&mut st.engine, &st.prompts, align, &cfg, &questions).map_err(|e| from_error(e, false))?;
+        drop(guard);
+        let report = output.reports.pop().ok_or_else(|| Fail::new(Status::Run, "the run returned no report"))?;
+        let json = serde_json::to_string(&report).map_err(|e| Fail::new(Status::Run, e.to_string()))?;
+        let result = LmResult {
+            text: c_string(&report.text),
+            answer: report.answer.as_deref().map(c_string),
+            json: c_string(&json),
+        };
+        let handle = register(result)?;
+        // SAFETY: `out` was checked and cleared by out_slot above.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Looks up a result and returns a pointer into one of its strings (NULL on failure, with the last error set).
+fn result_str(function: &str, r: *const LmResult, pick: impl FnOnce(&LmResult) -> *const c_char) -> *const c_char {
+    entry(function, std::ptr::null(), || {
+        let res = lookup(r, "r")?;
+        // The registry keeps its own reference until lm_result_free, so the string outlives this call.
+        Ok(pick(&res))
+    })
+}
+
+/// `lm_result_text`: the final agent's text; owned by `r`.
+#[no_mangle]
+pub extern "C" fn lm_result_text(r: *const LmResult) -> *const c_char {
+    result_str("lm_result_text", r, |r| r.text.as_ptr())
+}
+
+/// `lm_result_answer`: the extracted answer, NULL when none was extracted (then `lm_last_error_code() == 0`).
+#[no_mangle]
+pub extern "C" fn lm_result_answer(r: *const LmResult) -> *const c_char {
+    result_str("lm_result_answer", r, |r| r.answer.as_ref().map_or(std::ptr::null(), |a| a.as_ptr()))
+}
+
+/// `lm_result_json`: the report, exactly as `latentmas run --json` prints it.
+#[no_mangle]
+pub extern "C" fn lm_result_json(r: *const LmResult) -> *const c_char {
+    result_str("lm_result_json", r, |r| r.json.as_ptr())
+}
+
+/// `lm_result_free`: NULL is a no-op; anything but a live result sets `LM_ERR_INVALID_HANDLE`.
+#[no_mangle]
+pub extern "C" fn lm_result_free(r: *mut LmResult) {
+    entry("lm_result_free", (), || release(r, "r"))
+}
+
+/// `lm_engine_free`: NULL is a no-op; anything but a live engine sets `LM_ERR_INVALID_HANDLE`. A run in progress
+/// on another thread finishes first; the memory goes when it returns.
+#[no_mangle]
+pub extern "C" fn lm_engine_free(engine: *mut LmEngine) {
+    entry("lm_engine_free", (), || release(engine, "engine"))
+}
+
+/// `lm_engine_kv_capacity`: the KV buffer's size in tokens and bytes.
+///
+/// # Safety
+/// `tokens` and `bytes` must each be NULL or point to a writable `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn lm_engine_kv_capacity(engine: *const LmEngine, tokens: *mut u64, bytes: *mut u64) -> c_int {
+    entry_status("lm_engine_kv_capacity", || {
+        check_ptr(tokens, "tokens")?;
+        check_ptr(bytes, "bytes")?;
+        let e = lookup(engine, "engine")?;
+        // SAFETY: both checked non-NULL and aligned above; the caller promises they are writable.
+        unsafe {
+            tokens.write(e.kv_slots);
+            bytes.write(e.kv_bytes);
+        }
+        Ok(())
+    })
+}
+
+/// `lm_last_error`: this thread's last failure message; `""` (never NULL) after a successful call.
+#[no_mangle]
+pub extern "C" fn lm_last_error() -> *const c_char {
+    infallible(
+        || c"".as_ptr(),
+        || {
+            LAST_ERROR
+                .try_with(|s| s.try_borrow().ok().and_then(|e| e.as_ref().map(|(_, m)| m.as_ptr())))
+                .ok()
+                .flatten()
+                .unwrap_or(c"".as_ptr())
+        },
+    )
+}
+
+/// `lm_last_error_code`: this thread's last failure code; 0 after a successful call.
+#[no_mangle]
+pub extern "C" fn lm_last_error_code() -> c_int {
+    infallible(|| Status::Panic.code(), last_code)
+}
+
+/// `lm_status_name`: the header's name of a code (`"LM_ERR_KV_CAPACITY"`); `"LM_ERR_UNKNOWN"` for other values.
+#[no_mangle]
+pub extern "C" fn lm_status_name(code: c_int) -> *const c_char {
+    infallible(
+        || c"LM_ERR_UNKNOWN".as_ptr(),
+        || Status::ALL.iter().find(|s| s.code() == code).map_or(c"LM_ERR_UNKNOWN", |s| s.name()).as_ptr(),
+    )
+}
+
+/// `lm_version`: the library's version (`"0.1.0"`).
+#[no_mangle]
+pub extern "C" fn lm_version() -> *const c_char {
+    const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the package version has no NUL"),
+    };
+    infallible(|| VERSION.as_ptr(), || VERSION.as_ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: lm_last_error never returns NULL and its string is valid until the next call on this thread.
+        unsafe { CStr::from_ptr(lm_last_error()) }.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_panic_becomes_a_status_and_a_message() {
+        let code = entry_status("lm_test", || panic!("boom {}", 42));
+        assert_eq!(code, Status::Panic.code());
+        assert_eq!(lm_last_error_code(), Status::Panic.code());
+        let m = last_error();
+        assert!(m.starts_with("lm_test: internal error") && m.contains("boom 42"), "{m}");
+        // The next successful call clears it.
+        assert_eq!(entry_status("lm_test", || Ok(())), 0);
+        assert_eq!(lm_last_error_code(), 0);
+        assert_eq!(last_error(), "");
+    }
+
+    #[test]
+    fn status_names_are_distinct_and_unknown_codes_are_named() {
+        for s in Status::ALL {
+            // SAFETY: lm_status_name returns a static NUL-terminated string.
+            let name = unsafe { CStr::from_ptr(lm_status_name(s.code())) };
+            assert_eq!(name, s.name());
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { CStr::from_ptr(lm_status_name(7)) }, c"LM_ERR_UNKNOWN");
+    }
+
+    #[test]
+    fn realign_reaches_the_engine_alignment() {
+        // A copy of the model: realign writes the alignment cache next to it.
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-tied");
+        let dir = std::env::temp_dir().join(format!("lm-ffi-realign-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap().path();
+            if f.file_name().unwrap() != crate::latent::CACHE_FILE {
+                std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let model = CString::new(dir.to_str().unwrap()).unwrap();
+        for realign in [0, 1] {
+            let mut params = lm_engine_default_params();
+            params.model = model.as_ptr();
+            params.realign = realign;
+            let mut engine: *mut LmEngine = std::ptr::null_mut();
+            // SAFETY: valid params and out pointer.
+            assert_eq!(unsafe { lm_engine_open(&params, &mut engine) }, 0, "{}", last_error());
+            let h = lookup(engine, "engine").ok().unwrap();
+            assert_eq!(h.state.lock().unwrap().align.realign, realign == 1);
+            drop(h);
+            lm_engine_free(engine);
+        }
+        assert!(dir.join(crate::latent::CACHE_FILE).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_run_that_panicked_poisons_its_engine_and_free_still_works() {
+        let model = CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tiny-tied")).unwrap();
+        let mut params = lm_engine_default_params();
+        params.model = model.as_ptr();
+        let mut engine: *mut LmEngine = std::ptr::null_mut();
+        // SAFETY: valid params and out pointer.
+        assert_eq!(unsafe { lm_engine_open(&params, &mut engine) }, 0, "{}", last_error());
+        // Poison the engine's mutex the way a panicking run would.
+        let h = lookup(engine, "engine").ok().unwrap();
+        let _ = std::thread::spawn(move || {
+            let _g = h.state.lock().unwrap();
+            panic!("simulated panic inside a run");
+        })
+        .join();
+        let mut rp = lm_run_default_params();
+        rp.greedy = 1;
+        rp.max_new_tokens = 2;
+        let mut out: *mut LmResult = std::ptr::null_mut();
+        // SAFETY: valid pointers.
+        let code = unsafe { lm_run(engine, c"1+1?".as_ptr(), &rp, &mut out) };
+        assert_eq!(code, Status::Poisoned.code(), "{}", last_error());
+        assert!(out.is_null());
+        lm_engine_free(engine);
+        assert_eq!(lm_last_error_code(), 0, "{}", last_error());
+        lm_engine_free(engine);
+        assert_eq!(lm_last_error_code(), Status::InvalidHandle.code());
+    }
+}

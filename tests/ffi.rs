@@ -1,0 +1,550 @@
+//! The C ABI from C: the header agrees with src/ffi.rs (prototypes, struct fields and layout, status codes,
+//! exported symbols), `ffi/examples/run.c` builds with the system C compiler against the static and the shared
+//! library and gives the CLI's report, every entry point rejects bad arguments with the documented codes
+//! (`ffi/tests/abi_check.c`), one engine serves several threads, and the example is clean under valgrind.
+//!
+//! The libraries are the ones cargo built for this test run (`liblatentmas.a`/`.so` next to this test binary,
+//! in target/<profile>/deps); the C programs go to target/tmp/ffi.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use latentmas::ffi::{LmEngineParams, LmRunParams, Status, NATIVE_STATIC_LIBS};
+
+const TINY: &str = "tests/data/tiny-tied";
+const QUESTION: &str = "What is 12 plus 30?";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding the liblatentmas.a / .so that cargo built for this test run.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    for dir in [deps.clone(), deps.parent().unwrap().to_path_buf()] {
+        if dir.join("liblatentmas.a").exists() && dir.join("liblatentmas.so").exists() {
+            return dir;
+        }
+    }
+    panic!(
+        "no liblatentmas.a and liblatentmas.so next to {} (Cargo.toml's crate-type should list staticlib and cdylib)",
+        exe.display()
+    )
+}
+
+fn out_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ffi");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn cc() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn check(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `latentmas ffi-flags ARGS --lib-dir <this run's libraries>`, split into arguments.
+fn ffi_flags(args: &[&str]) -> Vec<String> {
+    let lib = lib_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_latentmas"))
+        .arg("ffi-flags")
+        .args(args)
+        .arg("--lib-dir")
+        .arg(&lib)
+        .output()
+        .unwrap();
+    check(&out, "latentmas ffi-flags").split_whitespace().map(String::from).collect()
+}
+
+/// Compiles `source` (relative to the repository root) with the flags `latentmas ffi-flags` prints.
+fn build_c(source: &str, name: &str, shared: bool) -> PathBuf {
+    let exe = out_dir().join(name);
+    let mut cmd = Command::new(cc());
+    cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"]).arg(root().join(source));
+    cmd.args(ffi_flags(if shared { &["--shared"] } else { &[] })).arg("-o").arg(&exe);
+    check(&cmd.output().unwrap(), &format!("{cmd:?}"));
+    exe
+}
+
+/// Each C program is built once per test binary, whichever test needs it first.
+fn example_static() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build_c("ffi/examples/run.c", "run-static", false))
+}
+
+fn abi_check() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build_c("ffi/tests/abi_check.c", "abi_check", false))
+}
+
+fn run_in_root(exe: &Path, args: &[&str]) -> Output {
+    Command::new(exe).args(args).current_dir(root()).output().unwrap()
+}
+
+const EXAMPLE_ARGS: [&str; 9] =
+    ["--method", "latent", "--greedy", "--max-new-tokens", "4", "--latent-steps", "2", TINY, QUESTION];
+
+// ------------------------------------------------------------------------------------------------------------
+// Header ↔ Rust
+// ------------------------------------------------------------------------------------------------------------
+
+/// Splits a C declaration into tokens, `*` standing alone: `const char *name` → `const char * name`.
+fn c_tokens(decl: &str) -> Vec<String> {
+    decl.replace('*', " * ").split_whitespace().map(String::from).collect()
+}
+
+/// The C spelling (tokens) of a Rust FFI type.
+fn c_type_of_rust(rust: &str) -> Vec<String> {
+    let mut t = rust.trim();
+    let mut pointers = Vec::new(); // outermost first; true = *const
+    loop {
+        if let Some(r) = t.strip_prefix("*const ") {
+            pointers.push(true);
+            t = r.trim_start();
+        } else if let Some(r) = t.strip_prefix("*mut ") {
+            pointers.push(false);
+            t = r.trim_start();
+        } else {
+            break;
+        }
+    }
+    let base = match t {
+        "" | "()" => "void",
+        "c_char" => "char",
+        "c_int" => "int",
+        "u64" => "uint64_t",
+        "f32" => "float",
+        "LmEngine" => "lm_engine",
+        "LmResult" => "lm_result",
+        "LmEngineParams" => "lm_engine_params",
+        "LmRunParams" => "lm_run_params",
+        other => panic!("the test has no C spelling for the Rust type {other:?}; add it"),
+    };
+    let mut c = vec![base.to_string()];
+    for (level, is_const) in pointers.iter().rev().enumerate() {
+        if *is_const {
+            if level == 0 {
+                c.insert(0, "const".into());
+            } else {
+                c.push("const".into());
+            }
+        }
+        c.push("*".into());
+    }
+    c
+}
+
+type Prototypes = BTreeMap<String, (Vec<String>, Vec<Vec<String>>)>;
+
+/// `extern "C" fn` items of src/ffi.rs: name → (return type, parameter types), in C spelling.
+fn rust_prototypes(src: &str) -> Prototypes {
+    let mut out = Prototypes::new();
+    let mut rest = src;
+    while let Some(i) = rest.find("extern \"C\" fn ") {
+        let before = &rest[..i];
+        let after = &rest[i + "extern \"C\" fn ".len()..];
+        let open = after.find('(').unwrap();
+        let name = after[..open].trim().to_string();
+        let attrs = &before[before.rfind("\n\n").unwrap_or(0)..];
+        assert!(attrs.contains("#[no_mangle]"), "{name} is extern \"C\" but not #[no_mangle]");
+        let close = open + after[open..].find(')').unwrap();
+        let params = after[open + 1..close]
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| c_type_of_rust(p.split_once(':').unwrap().1))
+            .collect();
+        let tail = &after[close + 1..];
+        let ret = tail[..tail.find('{').unwrap()].trim().trim_start_matches("->").trim();
+        out.insert(name, (c_type_of_rust(ret), params));
+        rest = &after[close..];
+    }
+    out
+}
+
+/// The header without comments and preprocessor lines.
+fn header_code() -> String {
+    let text = std::fs::read_to_string(root().join("ffi/latentmas.h")).unwrap();
+    let mut code = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("/*") {
+        code.push_str(&rest[..i]);
+        rest = &rest[i + rest[i..].find("*/").expect("unterminated comment") + 2..];
+    }
+    code.push_str(rest);
+    code.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n")
+}
+
+/// Function prototypes of the header: name → (return type, parameter types).
+fn header_prototypes(code: &str) -> Prototypes {
+    let mut out = Prototypes::new();
+    for stmt in code.split([';', '{', '}']) {
+        let s = stmt.trim();
+        if s.starts_with("typedef") || !s.ends_with(')') {
+            continue;
+        }
+        let open = s.find('(').unwrap();
+        let mut ret = c_tokens(&s[..open]);
+        let name = ret.pop().unwrap();
+        let params = s[open + 1..s.len() - 1].trim();
+        let params = if params == "void" {
+            Vec::new()
+        } else {
+            params
+                .split(',')
+                .map(|p| {
+                    let mut t = c_tokens(p);
+                    t.pop(); // the parameter's name
+                    t
+                })
+                .collect()
+        };
+        assert!(out.insert(name.clone(), (ret, params)).is_none(), "{name} declared twice");
+    }
+    out
+}
+
+/// The fields of `typedef struct { … } name;` in the header: (type, name) in order.
+fn header_struct(code: &str, name: &str) -> Vec<(Vec<String>, String)> {
+    let end = code.find(&format!("}} {name};")).unwrap_or_else(|| panic!("no struct {name} in the header"));
+    let start = code[..end].rfind('{').unwrap();
+    code[start + 1..end]
+        .split(';')
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| {
+            let mut t = c_tokens(f);
+            let field = t.pop().unwrap();
+            (t, field)
+        })
+        .collect()
+}
+
+/// The fields of `pub struct name { … }` in src/ffi.rs: (C type, name) in order.
+fn rust_struct(src: &str, name: &str) -> Vec<(Vec<String>, String)> {
+    let start = src.find(&format!("pub struct {name} {{")).unwrap_or_else(|| panic!("no struct {name} in src/ffi.rs"));
+    let body = &src[start..];
+    let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
+    body.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("pub "))
+        .map(|l| {
+            let (field, ty) = l.trim_start_matches("pub ").trim_end_matches(',').split_once(':').unwrap();
+            (c_type_of_rust(ty), field.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn header_prototypes_and_structs_match_the_rust_side() {
+    let src = std::fs::read_to_string(root().join("src/ffi.rs")).unwrap();
+    let code = header_code();
+    let rust = rust_prototypes(&src);
+    let header = header_prototypes(&code);
+    assert!(rust.len() >= 14, "found only {} extern \"C\" functions in src/ffi.rs", rust.len());
+    let names = |m: &Prototypes| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&header), names(&rust), "functions declared in the header vs defined in src/ffi.rs");
+    for (name, (ret, params)) in &rust {
+        let (hret, hparams) = &header[name];
+        assert_eq!(hret, ret, "return type of {name}: header vs Rust");
+        assert_eq!(hparams, params, "parameters of {name}: header vs Rust");
+    }
+    for (c, r) in [("lm_engine_params", "LmEngineParams"), ("lm_run_params", "LmRunParams")] {
+        assert_eq!(header_struct(&code, c), rust_struct(&src, r), "fields of {c}: header vs Rust");
+    }
+}
+
+#[test]
+fn header_status_codes_match_the_rust_side() {
+    let code = header_code();
+    let start = code.find("typedef enum lm_status {").expect("typedef enum lm_status in the header");
+    let body = &code[start..];
+    let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
+    let header: Vec<(String, i32)> = body
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (n, v) = e.split_once('=').unwrap();
+            (n.trim().to_string(), v.trim().parse().unwrap())
+        })
+        .collect();
+    let rust: Vec<(String, i32)> =
+        Status::ALL.iter().map(|s| (s.name().to_str().unwrap().to_string(), s.code())).collect();
+    assert_eq!(header, rust);
+}
+
+#[test]
+fn header_struct_layout_matches_the_rust_side() {
+    let out = check(&run_in_root(abi_check(), &["layout"]), "abi_check layout");
+    let c: BTreeMap<String, usize> = out
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect();
+    use std::mem::{align_of, offset_of, size_of};
+    let rust: BTreeMap<String, usize> = [
+        ("sizeof.lm_engine_params", size_of::<LmEngineParams>()),
+        ("alignof.lm_engine_params", align_of::<LmEngineParams>()),
+        ("lm_engine_params.model", offset_of!(LmEngineParams, model)),
+        ("lm_engine_params.device", offset_of!(LmEngineParams, device)),
+        ("lm_engine_params.kv_budget_bytes", offset_of!(LmEngineParams, kv_budget_bytes)),
+        ("lm_engine_params.realign", offset_of!(LmEngineParams, realign)),
+        ("sizeof.lm_run_params", size_of::<LmRunParams>()),
+        ("alignof.lm_run_params", align_of::<LmRunParams>()),
+        ("lm_run_params.method", offset_of!(LmRunParams, method)),
+        ("lm_run_params.topology", offset_of!(LmRunParams, topology)),
+        ("lm_run_params.task_family", offset_of!(LmRunParams, task_family)),
+        ("lm_run_params.latent_steps", offset_of!(LmRunParams, latent_steps)),
+        ("lm_run_params.max_new_tokens", offset_of!(LmRunParams, max_new_tokens)),
+        ("lm_run_params.greedy", offset_of!(LmRunParams, greedy)),
+        ("lm_run_params.temperature", offset_of!(LmRunParams, temperature)),
+        ("lm_run_params.top_k", offset_of!(LmRunParams, top_k)),
+        ("lm_run_params.top_p", offset_of!(LmRunParams, top_p)),
+        ("lm_run_params.seed", offset_of!(LmRunParams, seed)),
+        // Codes cross as `int`; the enum type must not be wider.
+        ("sizeof.lm_status", size_of::<std::ffi::c_int>()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(c, rust, "C layout (left) vs Rust layout (right)");
+}
+
+#[test]
+fn header_compiles_cleanly_as_c_and_cpp() {
+    let probe = out_dir().join("header_probe.c");
+    std::fs::write(&probe, "#include \"latentmas.h\"\n#include \"latentmas.h\"\nint main(void) { return LM_OK; }\n")
+        .unwrap();
+    let include = format!("-I{}", root().join("ffi").display());
+    let strict = ["-Wall", "-Wextra", "-Werror", "-pedantic", "-Wstrict-prototypes", "-fsyntax-only"];
+    for std in ["-std=c99", "-std=c11"] {
+        let out = Command::new(cc()).arg(std).args(strict).arg(&include).arg(&probe).output().unwrap();
+        check(&out, &format!("cc {std} on the header"));
+    }
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if have(&cxx) {
+        let out = Command::new(&cxx)
+            .args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
+            .arg(&include)
+            .arg(&probe)
+            .output()
+            .unwrap();
+        check(&out, "c++ on the header");
+    } else {
+        println!("SKIP the C++ check ({cxx} not found)");
+    }
+}
+
+#[test]
+fn the_shared_library_exports_exactly_the_header_functions() {
+    if !have("nm") {
+        println!("SKIP (nm not found)");
+        return;
+    }
+    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(lib_dir().join("liblatentmas.so")).output();
+    let out = check(&out.unwrap(), "nm -D");
+    let exported: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|s| s.starts_with("lm_"))
+        .map(String::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let declared: Vec<String> = header_prototypes(&header_code()).into_keys().collect();
+    assert_eq!(exported, declared);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The example and the checks program
+// ------------------------------------------------------------------------------------------------------------
+
+/// The example's sections: text, answer, report JSON.
+fn parse_example(stdout: &str) -> (String, String, serde_json::Value) {
+    let text_at = stdout.find("== text ==\n").expect("a text section") + "== text ==\n".len();
+    let answer_at = stdout.find("\n== answer ==\n").expect("an answer section");
+    let report_at = stdout.find("\n== report ==\n").expect("a report section");
+    let text = stdout[text_at..answer_at].to_string();
+    let answer = stdout[answer_at + "\n== answer ==\n".len()..report_at].to_string();
+    let json = stdout[report_at + "\n== report ==\n".len()..].trim();
+    (text, answer, serde_json::from_str(json).unwrap_or_else(|e| panic!("report is not JSON ({e}): {json}")))
+}
+
+/// A report without its timings (wall clock differs between runs).
+fn without_timings(mut v: serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| !k.ends_with("_s"));
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn example_runs_on_the_tiny_model_and_reports_what_the_cli_reports() {
+    let out = run_in_root(example_static(), &EXAMPLE_ARGS);
+    let stdout = check(&out, "ffi/examples/run.c");
+    let (text, answer, report) = parse_example(&stdout);
+    assert_eq!(report["method"], "latent");
+    assert_eq!(report["question"], QUESTION);
+    assert_eq!(report["text"].as_str().unwrap(), text);
+    assert_eq!(report["answer"].as_str().unwrap_or("(none)"), answer);
+    let agents = report["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 4);
+    assert_eq!(agents.iter().map(|a| a["latent_steps"].as_u64().unwrap()).sum::<u64>(), 6);
+    assert!((1..=4).contains(&report["totals"]["generated_tokens"].as_u64().unwrap()));
+
+    // The same question through `latentmas run --json`: the same report but for the timings.
+    let cli = Command::new(env!("CARGO_BIN_EXE_latentmas"))
+        .args(["run", "--model", TINY, "--question", QUESTION, "--method", "latent", "--greedy"])
+        .args(["--max-new-tokens", "4", "--latent-steps", "2", "--json"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_str(check(&cli, "latentmas run").trim()).unwrap();
+    assert_eq!(without_timings(report), without_timings(cli));
+}
+
+#[test]
+fn example_fails_cleanly_on_a_missing_model() {
+    let out = run_in_root(example_static(), &["--greedy", "/nonexistent/model"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LM_ERR_MODEL") && err.contains("/nonexistent/model"), "{err}");
+}
+
+#[test]
+fn example_links_against_the_shared_library() {
+    let exe = build_c("ffi/examples/run.c", "run-shared", true);
+    // `cargo test` puts target/<profile> on LD_LIBRARY_PATH, which outranks the rpath, and the
+    // liblatentmas.so there is whatever `cargo build` last left (cargo test does not refresh it).
+    let out = Command::new(&exe).args(EXAMPLE_ARGS).env_remove("LD_LIBRARY_PATH").current_dir(root()).output();
+    let stdout = check(&out.unwrap(), "run.c (shared)");
+    let (_, _, shared) = parse_example(&stdout);
+    let stdout = check(&run_in_root(example_static(), &EXAMPLE_ARGS), "run.c (static)");
+    let (_, _, stat) = parse_example(&stdout);
+    assert_eq!(without_timings(shared), without_timings(stat));
+}
+
+#[test]
+fn every_entry_point_rejects_bad_arguments_with_its_code() {
+    let out = run_in_root(abi_check(), &["errors", TINY]);
+    let stdout = check(&out, "abi_check errors");
+    assert!(stdout.contains("0 failed"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "a panic reached the boundary:\n{stderr}");
+}
+
+#[test]
+fn one_engine_serves_several_threads() {
+    let stdout = check(&run_in_root(abi_check(), &["threads", TINY]), "abi_check threads");
+    assert!(stdout.contains("0 failed"), "{stdout}");
+}
+
+/// `valgrind` with leak errors on (definite, indirect and possible leaks; the suppressions cover only
+/// process-lifetime statics of dependencies), or None when valgrind is not installed.
+fn valgrind(exe: &Path, args: &[&str]) -> Option<Output> {
+    if !have("valgrind") {
+        println!("SKIP (valgrind not found)");
+        return None;
+    }
+    let out = Command::new("valgrind")
+        .args(["--leak-check=full", "--error-exitcode=1", "--errors-for-leak-kinds=definite,indirect,possible"])
+        .arg(format!("--suppressions={}", root().join("ffi/tests/valgrind.supp").display()))
+        .arg(exe)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    Some(out)
+}
+
+#[test]
+fn example_has_no_leak_or_memory_error_under_valgrind() {
+    let Some(out) = valgrind(example_static(), &EXAMPLE_ARGS) else { return };
+    check(&out, "valgrind ffi/examples/run.c");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+}
+
+/// Every bad-argument path (forged and freed handles, NULLs, invalid UTF-8, an impossible KV budget) reads and
+/// writes only what it should, and leaks nothing.
+#[test]
+fn bad_arguments_are_memory_clean_under_valgrind() {
+    let Some(out) = valgrind(abi_check(), &["errors", TINY]) else { return };
+    check(&out, "valgrind abi_check errors");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+}
+
+/// The valgrind check can fail: a result the program never frees is reported as lost where lm_run made it
+/// (the registry hides its pointers from leak checkers on purpose).
+#[test]
+fn valgrind_reports_a_result_the_program_never_frees() {
+    let Some(out) = valgrind(abi_check(), &["leak", TINY]) else { return };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "valgrind should fail:\n{stderr}");
+    assert!(stderr.contains("definitely lost in loss record") && stderr.contains("lm_run"), "{stderr}");
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// ffi-flags
+// ------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn ffi_flags_prints_the_include_dir_and_the_libraries() {
+    let lib = lib_dir();
+    assert_eq!(ffi_flags(&["--cflags"]), [format!("-I{}", root().join("ffi").display())]);
+    let mut libs = vec![lib.join("liblatentmas.a").display().to_string()];
+    libs.extend(NATIVE_STATIC_LIBS.iter().map(|s| s.to_string()));
+    assert_eq!(ffi_flags(&["--libs"]), libs);
+    let shared = ffi_flags(&["--libs", "--shared"]);
+    assert_eq!(shared[1], "-llatentmas");
+    assert_eq!(ffi_flags(&[]).len(), 1 + libs.len());
+}
+
+/// The hard-coded native libraries are what rustc asks a staticlib to link (those of std: no dependency links
+/// a system library; if one ever does, the link in the example tests fails and names the missing symbols).
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn native_static_libs_are_what_rustc_prints() {
+    let dir = out_dir().join("native-libs-probe");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("probe.rs"), "#[no_mangle]\npub extern \"C\" fn probe() {}\n").unwrap();
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--crate-type", "staticlib", "--crate-name", "probe", "--print", "native-static-libs"])
+        .arg("-o")
+        .arg(dir.join("libprobe.a"))
+        .arg(dir.join("probe.rs"))
+        .output()
+        .unwrap();
+    check(&out, "rustc --print native-static-libs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().find_map(|l| l.split("native-static-libs: ").nth(1)).expect("a native-static-libs note");
+    let printed: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(printed, NATIVE_STATIC_LIBS, "update latentmas::ffi::NATIVE_STATIC_LIBS");
+}
