@@ -29,11 +29,16 @@ pub struct Decoded {
     pub cached: usize,
 }
 
-/// Sets the size of the global thread pool (first call wins; later calls are ignored by rayon).
+/// Builds the global thread pool with `threads` workers (default: one per core), the calling thread being
+/// one of them (first call wins; later calls are ignored by rayon). Call it from the thread that will run
+/// the engine: its parallel loops then start on its own work queue instead of being injected from
+/// outside the pool, which costs a wake-up and, every 64 injections, an allocation.
 pub fn set_threads(threads: Option<usize>) {
+    let mut builder = rayon::ThreadPoolBuilder::new().use_current_thread();
     if let Some(n) = threads {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+        builder = builder.num_threads(n.max(1));
     }
+    let _ = builder.build_global();
 }
 
 impl Engine {
@@ -123,16 +128,20 @@ impl Engine {
         let stops = self.tokenizer.stop_ids();
         // One sampler per row, seeded alike: a row samples the same tokens in a batch as alone.
         let mut samplers: Vec<Sampler> = rows.iter().map(|_| Sampler::new(*params)).collect();
-        let mut out = vec![Decoded::default(); rows.len()];
+        // Every buffer of the loop is made here: a decode step allocates nothing (tests/no_alloc.rs).
+        let mut out: Vec<Decoded> =
+            rows.iter().map(|_| Decoded { ids: Vec::with_capacity(max_new.min(4096)), cached: 0 }).collect();
         if max_new == 0 {
             return Ok(out);
         }
         // `active[j]` = row index whose logits are at position j of ws.logits.
         let mut active: Vec<usize> = (0..rows.len()).collect();
+        let mut still: Vec<usize> = Vec::with_capacity(rows.len());
         let mut next: Vec<u32> = Vec::with_capacity(rows.len());
+        let mut spare_steps: Vec<RowStep<'static>> = Vec::with_capacity(rows.len());
         loop {
             next.clear();
-            let mut still = Vec::with_capacity(active.len());
+            still.clear();
             for (j, &r) in active.iter().enumerate() {
                 let id = samplers[r].sample(self.ws.logits_row(j, vocab), limit);
                 out[r].ids.push(id);
@@ -142,14 +151,14 @@ impl Engine {
                     next.push(id);
                 }
             }
-            active = still;
+            std::mem::swap(&mut active, &mut still);
             if active.is_empty() {
                 return Ok(out);
             }
             for &r in &active {
                 rows[r].check_append(1)?;
             }
-            let mut steps: Vec<RowStep> = Vec::with_capacity(active.len());
+            let mut steps = recycle(spare_steps);
             let mut remaining: &mut [KvRow] = rows;
             let mut consumed = 0;
             for (&r, id) in active.iter().zip(&next) {
@@ -160,11 +169,19 @@ impl Engine {
                 consumed = r + 1;
             }
             self.model.forward(&mut self.kv, &mut self.ws, &mut steps, true)?;
+            spare_steps = recycle(steps);
             for &r in &active {
                 out[r].cached += 1;
             }
         }
     }
+}
+
+/// Empties a vector of row steps and hands its allocation over to steps of another lifetime (the
+/// decode loop rebuilds its steps every token from fresh borrows; in-place collection keeps the buffer).
+fn recycle<'b>(mut v: Vec<RowStep<'_>>) -> Vec<RowStep<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector was just cleared")).collect()
 }
 
 /// Seconds since `t`.

@@ -121,6 +121,13 @@ fn attend(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32], dot: impl Fn(&[
     let Job { q, k_cache, v_cache, span, kvh, n_kv_heads, d, group, scale } = *job;
     let len = span.len;
     let at = |j: usize| (span.slot_base + j) * n_kv_heads * d + kvh * d;
+    if scores.capacity() < group * len {
+        // Once per thread and KV buffer: room for the longest span the buffer can hold, so a growing
+        // context never reallocates.
+        let slots = k_cache.len() / (n_kv_heads * d);
+        scores.clear();
+        scores.reserve_exact(group * slots.max(len));
+    }
     scores.clear();
     scores.resize(group * len, 0.0);
     // 1. scores[g, j] = q_g · k_j · scale (each K row read once for the whole group)
