@@ -190,7 +190,7 @@ pub fn run(engine: &mut Engine, opts: &BenchOptions, mut progress: impl FnMut(&s
 
     progress("prefill");
     let n = opts.prefill_tokens;
-    let s = workloads::prefill(engine, &workloads::synthetic_ids(n), runs)?;
+    let s = workloads::prefill(engine, &workloads::synthetic_ids(n, engine.vocab_limit()), runs)?;
     let prefill_floor = costs.prefill_flops(n) / peak;
     let prefill = s.map(|t| n as f64 / t);
     let prefill_pct = 100.0 * prefill_floor / s.median;

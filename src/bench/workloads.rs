@@ -23,10 +23,11 @@ pub const QUESTION: &str = "A bakery sells muffins for $3 each and cookies for $
 and twice as many cookies as muffins. On Tuesday it sold 20% more muffins than on Monday and 30 cookies fewer than \
 on Monday. How much money did the bakery make over the two days?";
 
-/// Deterministic prompt ids: ordinary (non-special) tokens spread over the vocabulary. The transformers
-/// script uses the same formula, so both engines see the same ids.
-pub fn synthetic_ids(len: usize) -> Vec<u32> {
-    (0..len).map(|i| ((1000 + i * 7919) % 150_000) as u32).collect()
+/// Deterministic prompt ids: ordinary (non-special) tokens spread over the first `vocab_limit` ids (the
+/// Qwen3 specials start at 151643). The transformers script uses the same formula: both see the same ids.
+pub fn synthetic_ids(len: usize, vocab_limit: usize) -> Vec<u32> {
+    let modulus = vocab_limit.clamp(1, 150_000);
+    (0..len).map(|i| ((1000 + i * 7919) % modulus) as u32).collect()
 }
 
 /// Token accounting of one end-to-end run (summed over agents).
@@ -108,7 +109,7 @@ fn context_rows(
 ) -> Result<(Vec<KvRow>, Vec<f32>, u32)> {
     engine.kv.reset();
     let mut rows: Vec<KvRow> = (0..batch).map(|_| engine.kv.reserve(context + extra)).collect::<Result<_>>()?;
-    let ids = synthetic_ids(context);
+    let ids = synthetic_ids(context, engine.vocab_limit());
     engine.prefill(&mut rows[..1], &[&ids], true)?;
     let first = argmax(engine.ws.logits_row(0, engine.model.config.vocab_size), engine.vocab_limit());
     let hidden = engine.ws.hidden_row(0, engine.hidden_size()).to_vec();

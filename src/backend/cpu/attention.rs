@@ -110,9 +110,12 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
         let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a.as_ptr().add(c)), _mm512_maskz_loadu_ps(m, b.as_ptr().add(c)));
         acc = _mm512_add_ps(acc, p);
     }
-    let mut lanes = [0f32; LANES];
-    _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
-    reduce16(&lanes)
+    // reduce16's tree in registers: halves 8, 4, 2, 1.
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+    let a = _mm256_add_ps(_mm512_castps512_ps256(acc), hi);
+    let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+    let c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps::<0b01>(c, c)))
 }
 
 /// The body, inlined into each `target_feature` wrapper so LLVM vectorises it for that ISA.

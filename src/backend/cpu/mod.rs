@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod attention;
 pub mod matmul;
+pub mod mem;
 pub mod norm;
 pub mod probe;
 pub mod qk;
