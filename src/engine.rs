@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::backend::cpu::matmul::Precision;
 use crate::error::{Error, Result};
 use crate::kv::{KvBudget, KvBuffer, KvRow};
 use crate::latent::Alignment;
@@ -18,6 +19,12 @@ pub struct Engine {
     pub kv: KvBuffer,
     pub ws: Workspace,
     pub model_dir: PathBuf,
+    /// Arithmetic of [`Engine::prefill`]'s projections for bf16 weights. Default
+    /// [`Precision::Bf16Activations`]: activations rounded to bf16, f32 accumulation, on AMX where the
+    /// CPU has it (≈ 10× the exact path; what transformers and llama.cpp do with bf16 weights). Set
+    /// [`Precision::Exact`] for f32 activations everywhere. f32 weights are always exact; latent steps and
+    /// decode are always exact.
+    pub prefill_precision: Precision,
 }
 
 /// Per-row result of [`Engine::decode`].
@@ -54,7 +61,14 @@ impl Engine {
             )));
         }
         let kv = KvBuffer::new(&model.config, budget)?;
-        Ok(Engine { model, tokenizer, kv, ws: Workspace::default(), model_dir: model_dir.to_path_buf() })
+        Ok(Engine {
+            model,
+            tokenizer,
+            kv,
+            ws: Workspace::default(),
+            model_dir: model_dir.to_path_buf(),
+            prefill_precision: Precision::Bf16Activations,
+        })
     }
 
     /// Ids that may be sampled: the tokenizer's, never the embedding's padding rows.
@@ -81,7 +95,7 @@ impl Engine {
             .zip(prompts)
             .map(|(row, p)| RowStep { row, input: Input::Tokens(p), select: Select::Last })
             .collect();
-        self.model.forward(&mut self.kv, &mut self.ws, &mut steps, logits)
+        self.model.forward_with(&mut self.kv, &mut self.ws, &mut steps, logits, self.prefill_precision)
     }
 
     /// Runs `m` latent steps on every row, starting from the hidden states in `ws.hidden` (one per row, as

@@ -66,7 +66,7 @@ pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], spans: &[AttnSpan]
                 // SAFETY: the feature was just detected.
                 return unsafe { attend_avx512(&job, &mut scores, o) };
             }
-            attend(&job, &mut scores, o, dot)
+            attend(&job, &mut scores, o, dot, pv_portable)
         });
     });
 }
@@ -87,10 +87,14 @@ struct Job<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn attend_avx512(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
-    attend(job, scores, out, |a, b| {
-        // SAFETY: this function only runs where AVX-512F was detected.
-        unsafe { dot_avx512(a, b) }
-    })
+    // SAFETY (all closures): this function only runs where AVX-512F was detected.
+    let dot = |a: &[f32], b: &[f32]| unsafe { dot_avx512(a, b) };
+    match job.d {
+        64 => attend(job, scores, out, dot, |j, s, dn, o| unsafe { pv_avx512::<4>(j, s, dn, o) }),
+        128 => attend(job, scores, out, dot, |j, s, dn, o| unsafe { pv_avx512::<8>(j, s, dn, o) }),
+        256 => attend(job, scores, out, dot, |j, s, dn, o| unsafe { pv_avx512::<16>(j, s, dn, o) }),
+        _ => attend(job, scores, out, dot, pv_portable),
+    }
 }
 
 /// [`dot`] with AVX-512: the same lanes, the same order, the same bits.
@@ -120,8 +124,14 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
 
 /// The body, inlined into each `target_feature` wrapper so LLVM vectorises it for that ISA.
 #[inline(always)]
-fn attend(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32], dot: impl Fn(&[f32], &[f32]) -> f32) {
-    let Job { q, k_cache, v_cache, span, kvh, n_kv_heads, d, group, scale } = *job;
+fn attend(
+    job: &Job<'_>,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    pv: impl Fn(&Job<'_>, &[f32], &[f32], &mut [f32]),
+) {
+    let Job { q, k_cache, span, kvh, n_kv_heads, d, group, scale, .. } = *job;
     let len = span.len;
     let at = |j: usize| (span.slot_base + j) * n_kv_heads * d + kvh * d;
     if scores.capacity() < group * len {
@@ -153,15 +163,47 @@ fn attend(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32], dot: impl Fn(&[
         }
         denoms[g] = denom;
     }
-    // 3. out_g = Σ_j (p_gj / denom_g) · v_j (each V row read once for the whole group)
+    // 3. out_g = Σ_j (p_gj / denom_g) · v_j
+    pv(job, scores, &denoms[..group], out);
+}
+
+/// Step 3 of [`attend`], portable: `out[g] = Σ_j (p[g, j] / denom[g]) · v_j`, in key order.
+fn pv_portable(job: &Job<'_>, scores: &[f32], denoms: &[f32], out: &mut [f32]) {
+    let Job { v_cache, span, kvh, n_kv_heads, d, group, .. } = *job;
+    let len = span.len;
     out.fill(0.0);
     for j in 0..len {
-        let v = &v_cache[at(j)..at(j) + d];
+        let at = (span.slot_base + j) * n_kv_heads * d + kvh * d;
+        let v = &v_cache[at..at + d];
         for g in 0..group {
             let w = scores[g * len + j] / denoms[g];
             for (a, &b) in out[g * d..(g + 1) * d].iter_mut().zip(v) {
                 *a += w * b;
             }
+        }
+    }
+}
+
+/// [`pv_portable`] with each head's output row held in `V` registers over the whole key loop (the same
+/// multiplies and adds in the same order: the same bits), for `d = 16·V`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pv_avx512<const V: usize>(job: &Job<'_>, scores: &[f32], denoms: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let Job { v_cache, span, kvh, n_kv_heads, d, group, .. } = *job;
+    debug_assert_eq!(d, 16 * V);
+    let len = span.len;
+    for g in 0..group {
+        let mut acc = [_mm512_setzero_ps(); V];
+        for j in 0..len {
+            let w = _mm512_set1_ps(scores[g * len + j] / denoms[g]);
+            let vp = v_cache.as_ptr().add((span.slot_base + j) * n_kv_heads * d + kvh * d);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(w, _mm512_loadu_ps(vp.add(16 * i))));
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(g * d + 16 * i), *a);
         }
     }
 }
@@ -259,6 +301,33 @@ mod tests {
                 // SAFETY: the feature was just detected.
                 assert_eq!(dot(&a, &b).to_bits(), unsafe { dot_avx512(&a, &b) }.to_bits(), "n={n}");
             }
+        }
+    }
+
+    #[test]
+    fn simd_pv_has_the_portable_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let (kvh, d, group, len) = (2, 128, 2, 37);
+            let v: Vec<f32> = (0..(len + 3) * kvh * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let scores: Vec<f32> = (0..group * len).map(|i| ((i * 13 % 17) as f32 + 1.0) / 9.0).collect();
+            let denoms = [3.5f32, 7.25];
+            let job = Job {
+                q: &[],
+                k_cache: &[],
+                v_cache: &v,
+                span: AttnSpan { slot_base: 2, len },
+                kvh: 1,
+                n_kv_heads: kvh,
+                d,
+                group,
+                scale: 1.0,
+            };
+            let (mut a, mut b) = (vec![0f32; group * d], vec![0f32; group * d]);
+            pv_portable(&job, &scores, &denoms, &mut a);
+            // SAFETY: the feature was just detected.
+            unsafe { pv_avx512::<8>(&job, &scores, &denoms, &mut b) };
+            assert_eq!(a, b);
         }
     }
 }

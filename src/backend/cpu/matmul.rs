@@ -144,6 +144,27 @@ fn give_back(key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>, v: Vec<f32>
     });
 }
 
+/// The arithmetic of a matmul with bf16 weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 activations, exact f32 products, the canonical order of the module docs. Always used for f32
+    /// weights.
+    #[default]
+    Exact,
+    /// Activations rounded to bf16 (nearest even), f32 accumulation, on AMX tiles ([`super::amx`]) when
+    /// the CPU has them and `k` is a multiple of 32; otherwise [`Precision::Exact`]. About 10× the
+    /// exact path's FLOP/s; each product carries the rounding of its activation (≈ 2⁻⁹ relative).
+    Bf16Activations,
+}
+
+/// [`matmul`] with the given precision for bf16 weights.
+pub fn matmul_with(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32], precision: Precision) {
+    if precision == Precision::Bf16Activations && super::amx::matmul_bf16(x, n, w, out) {
+        return;
+    }
+    matmul(x, n, w, out)
+}
+
 /// `out[t, j] = Σ_c x[t, c] · w[j, c]` for t < n, j < w.rows.
 pub fn matmul(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) {
     let (m, k) = (w.rows, w.cols);

@@ -6,6 +6,7 @@
 //! [`activation::swiglu`].
 
 pub mod activation;
+pub mod amx;
 pub mod attention;
 pub mod matmul;
 pub mod mem;
