@@ -1,7 +1,8 @@
 //! `latentmas bench`: the machine's ceilings and the engine's workloads, measured side by side in one
 //! process, each with its share of the roofline, as a table and as JSON (see [`BenchReport`]).
 //!
-//! Operations: [`run`] (everything, on an open [`Engine`]), [`BenchReport::table`],
+//! Operations: [`run`] (everything, on an open [`Engine`]), [`synth_model`] (a cached random-weight
+//! checkpoint of a real shape), [`BenchReport::table`],
 //! [`compare_table`] (ours vs another report with the same keys, e.g. `tools/bench_transformers.py`).
 //!
 //! Rooflines: decode and latent steps stream their weights once per step, so their floor is
@@ -14,6 +15,7 @@ pub mod stats;
 pub mod workloads;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +27,7 @@ use crate::latent::Alignment;
 use crate::mas::method::Method;
 use crate::model::matrix::WeightData;
 use crate::model::qwen3::Qwen3;
+use crate::model::synth::{self, SynthDtype};
 use roofline::Ceilings;
 use stats::Stats;
 use workloads::TokenCounts;
@@ -169,6 +172,36 @@ pub struct BenchReport {
     pub end_to_end_roofline_pct: BTreeMap<String, f64>,
     pub end_to_end_tokens: BTreeMap<String, TokenCounts>,
     pub rows: Vec<Row>,
+}
+
+/// The cache directory for synthesized models: `$XDG_CACHE_HOME/latentmas`, else `~/.cache/latentmas`,
+/// else the temporary directory.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("latentmas")
+}
+
+/// A random-weight checkpoint of `shape` (see [`crate::model::synth::shape`]) in `cache` (default
+/// [`cache_dir`]), synthesized on first use (seed 0) and reused after. `on_synth` is told when it has to
+/// be written (seconds, a 1.2 GB file for qwen3-0.6b).
+pub fn synth_model(
+    shape: &str,
+    dtype: SynthDtype,
+    cache: Option<&Path>,
+    on_synth: impl FnOnce(&Path),
+) -> Result<PathBuf> {
+    let cfg = synth::shape(shape)?;
+    let tag = if dtype == SynthDtype::Bf16 { "bf16" } else { "f32" };
+    let dir = cache.map(Path::to_path_buf).unwrap_or_else(cache_dir).join(format!("synth-{shape}-{tag}-seed0"));
+    // model.safetensors is written last (under a temporary name, then renamed): its presence means complete.
+    if !dir.join("model.safetensors").exists() {
+        on_synth(&dir);
+        synth::write_checkpoint(&cfg, dtype, 0, &dir)?;
+    }
+    Ok(dir)
 }
 
 /// `/proc/loadavg`, if readable.
