@@ -38,6 +38,8 @@ const ROWS: usize = 2 * TILE;
 const TOKENS: usize = 2 * TILE;
 /// Contiguous row ranges per pool thread.
 const TASKS_PER_THREAD: usize = 4;
+/// k-blocks ahead whose A and B tile rows are prefetched into L1.
+const PF_BLOCKS: usize = 2;
 
 /// Whether AMX-BF16 is usable by this process (checked and enabled once).
 pub fn available() -> bool {
@@ -231,6 +233,17 @@ unsafe fn task(
             let b1 = packed.as_ptr().add((g + 1) * kb * TILE * TILE);
             asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
             for cb in 0..kb {
+                if cb + PF_BLOCKS < kb {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    let ahead = cb + PF_BLOCKS;
+                    for r in 0..ROWS {
+                        _mm_prefetch::<_MM_HINT_T0>(wj.add(r * k + ahead * KB) as *const i8);
+                    }
+                    for l in 0..TILE {
+                        _mm_prefetch::<_MM_HINT_T0>(b0.add(ahead * TILE * TILE + l * TILE) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(b1.add(ahead * TILE * TILE + l * TILE) as *const i8);
+                    }
+                }
                 // tmm4/5: weight rows j..j+16 / j+16..j+32 at k = 32cb (stride: one weight row);
                 // tmm6/7: token groups g / g+1 at k-block cb (stride 64 bytes).
                 asm!(
