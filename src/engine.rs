@@ -22,9 +22,14 @@ pub struct Engine {
     /// Arithmetic of [`Engine::prefill`]'s projections for bf16 weights. Default
     /// [`Precision::Bf16Activations`]: activations rounded to bf16, f32 accumulation, on AMX where the
     /// CPU has it (≈ 10× the exact path; what transformers and llama.cpp do with bf16 weights). Set
-    /// [`Precision::Exact`] for f32 activations everywhere. f32 weights are always exact; latent steps and
-    /// decode are always exact.
+    /// [`Precision::Exact`] for f32 activations everywhere. f32 weights are always exact; latent steps are
+    /// always exact.
     pub prefill_precision: Precision,
+    /// Arithmetic of [`Engine::decode`]'s steps for bf16 weights. Default [`Precision::Exact`];
+    /// [`Precision::Bf16Activations`] trades the rounding of the activations for throughput at large
+    /// batches (AMX makes a batch-16 step memory bound). Every row of every batch size takes the same
+    /// path, so a row decodes the same tokens alone and in a batch either way.
+    pub decode_precision: Precision,
 }
 
 /// Per-row result of [`Engine::decode`].
@@ -68,6 +73,7 @@ impl Engine {
             ws: Workspace::default(),
             model_dir: model_dir.to_path_buf(),
             prefill_precision: Precision::Bf16Activations,
+            decode_precision: Precision::Exact,
         })
     }
 
@@ -182,7 +188,7 @@ impl Engine {
                 remaining = rest;
                 consumed = r + 1;
             }
-            self.model.forward(&mut self.kv, &mut self.ws, &mut steps, true)?;
+            self.model.forward_with(&mut self.kv, &mut self.ws, &mut steps, true, self.decode_precision)?;
             spare_steps = recycle(steps);
             for &r in &active {
                 out[r].cached += 1;

@@ -122,7 +122,7 @@ fn context_rows(
 }
 
 /// Seconds per decode step (every row gains one token) at `context` for `batch` rows: `steps` greedy
-/// steps per run, no stop tokens. Returns the per-run mean step time.
+/// steps per run, no stop tokens, at the engine's `decode_precision`. Returns the per-run mean step time.
 pub fn decode(engine: &mut Engine, batch: usize, context: usize, steps: usize, runs: usize) -> Result<Stats> {
     let (mut rows, _, first) = context_rows(engine, batch, context, steps)?;
     let vocab = engine.model.config.vocab_size;
@@ -140,7 +140,8 @@ pub fn decode(engine: &mut Engine, batch: usize, context: usize, steps: usize, r
                 .zip(&next)
                 .map(|(row, id)| RowStep { row, input: Input::Tokens(std::slice::from_ref(id)), select: Select::Last })
                 .collect();
-            if let Err(e) = engine.model.forward(&mut engine.kv, &mut engine.ws, &mut s, true) {
+            let p = engine.decode_precision;
+            if let Err(e) = engine.model.forward_with(&mut engine.kv, &mut engine.ws, &mut s, true, p) {
                 err.get_or_insert(e);
                 return;
             }

@@ -22,7 +22,7 @@ use super::weights::Weights;
 use crate::backend::cpu::{
     activation::swiglu,
     attention::{attention, AttnShape, AttnSpan},
-    matmul::{matmul, matmul_with, Precision},
+    matmul::{matmul_with, Precision},
     norm::{add_rms_norm, rms_norm},
     qk::{qk_norm_rope_write_kv, QkvShape},
     rope,
@@ -128,8 +128,9 @@ impl Qwen3 {
         self.forward_with(kv, ws, steps, logits, Precision::Exact)
     }
 
-    /// [`Qwen3::forward`] with `precision` for the layers' projections (q|k|v, o, gate|up, down) when the
-    /// weights are bf16; everything else (norms, RoPE, attention, the lm_head) is always exact f32.
+    /// [`Qwen3::forward`] with `precision` for every matmul with bf16 weights (the layers' q|k|v, o,
+    /// gate|up, down projections and the lm_head); everything else (norms, RoPE, attention) is always
+    /// exact f32.
     /// [`Precision::Bf16Activations`] is the fast prefill: ~10× the FLOP/s on AMX, activations rounded to
     /// bf16 before each projection. A row's result never depends on the other rows of the call.
     pub fn forward_with(
@@ -278,7 +279,7 @@ impl Qwen3 {
         if logits {
             let head = self.weights.lm_head();
             let out = fit(&mut ws.logits, sel * head.rows);
-            matmul(&ws.hidden, sel, head, out);
+            matmul_with(&ws.hidden, sel, head, out, precision);
         } else {
             ws.logits.clear();
         }

@@ -1,0 +1,59 @@
+//! The fast bf16 path (activations rounded to bf16, AMX) stays close to the exact path and keeps
+//! batch = single: a row decodes the same tokens alone and in a batch.
+
+use std::path::Path;
+
+use latentmas::backend::cpu::amx;
+use latentmas::backend::cpu::matmul::Precision;
+use latentmas::engine::Engine;
+use latentmas::kv::KvBudget;
+use latentmas::sample::SamplingParams;
+
+fn engine(prefill: Precision, decode: Precision) -> Engine {
+    let mut e = Engine::open(Path::new("tests/data/tiny-untied-bf16"), KvBudget::Tokens(1024)).unwrap();
+    e.prefill_precision = prefill;
+    e.decode_precision = decode;
+    e
+}
+
+const PROMPTS: [&[u32]; 3] = [&[5, 9, 13, 2, 77, 101, 3], &[40, 41, 42], &[7; 19]];
+
+#[test]
+fn fast_prefill_logits_stay_within_the_bf16_bound_of_the_exact_ones() {
+    if !amx::available() {
+        println!("SKIP (no AMX-BF16: the fast path falls back to the exact one here)");
+        return;
+    }
+    let mut exact = engine(Precision::Exact, Precision::Exact);
+    let mut fast = engine(Precision::Bf16Activations, Precision::Exact);
+    for p in PROMPTS {
+        let mut logits = Vec::new();
+        for e in [&mut exact, &mut fast] {
+            e.kv.reset();
+            let mut row = [e.kv.reserve(64).unwrap()];
+            e.prefill(&mut row, &[p], true).unwrap();
+            logits.push(e.ws.logits.clone());
+        }
+        let max = logits[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = logits[0].iter().zip(&logits[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // The README's bf16 bound (the same one the bf16-weight golden test uses).
+        assert!(err <= 2e-2 * max.max(1.0) * 4.0, "max |exact - fast| = {err} (max |logit| {max})");
+        assert!(err > 0.0, "the fast path should round something");
+    }
+}
+
+#[test]
+fn fast_prefill_and_decode_keep_batch_equal_to_single() {
+    let params = SamplingParams::greedy();
+    let mut e = engine(Precision::Bf16Activations, Precision::Bf16Activations);
+    let run = |e: &mut Engine, prompts: &[&[u32]]| -> Vec<Vec<u32>> {
+        e.kv.reset();
+        let mut rows: Vec<_> = prompts.iter().map(|_| e.kv.reserve(64).unwrap()).collect();
+        e.prefill(&mut rows, prompts, true).unwrap();
+        e.decode(&mut rows, &params, 12, |_, _, _| {}).unwrap().into_iter().map(|d| d.ids).collect()
+    };
+    let batch = run(&mut e, &PROMPTS);
+    for (i, p) in PROMPTS.iter().enumerate() {
+        assert_eq!(run(&mut e, &[p]), vec![batch[i].clone()], "row {i}: alone ≠ in the batch");
+    }
+}
