@@ -1,0 +1,54 @@
+//! `latentmas bench` end to end on a tiny model: the JSON has the keys tools/bench_transformers.py shares,
+//! `--compare` prints ours, theirs and the ratio, `--device cuda` says it ran nothing, a bad compare file
+//! fails before any measuring.
+
+use std::process::{Command, Output};
+
+fn latentmas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_latentmas")).args(args).output().expect("run latentmas")
+}
+
+#[test]
+fn bench_writes_the_shared_keys_and_compares() {
+    let dir = std::env::temp_dir().join(format!("lm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let theirs = dir.join("theirs.json");
+    std::fs::write(
+        &theirs,
+        r#"{"engine": "other", "prefill_tok_s": 10.0, "decode_ms_per_token": {"1": 1000.0}, "end_to_end_s": {"latent": 100.0}}"#,
+    )
+    .unwrap();
+    let json = dir.join("ours.json");
+    let args = ["bench", "--model", "tests/data/tiny-tied", "--runs", "1", "--steps", "1", "--threads", "2"];
+    let out =
+        latentmas(&[&args[..], &["--json", json.to_str().unwrap(), "--compare", theirs.to_str().unwrap()]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("% roofline") && stdout.contains("ours vs theirs"), "{stdout}");
+    assert!(stdout.contains("× better"), "the compare table shows ratios:\n{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in ["bandwidth_gbs", "prefill_tok_s", "latent_step_ms", "decode_roofline_pct", "ttft_ms", "peak_gflops"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    for b in ["1", "4", "16"] {
+        assert!(v["decode_ms_per_token"][b].as_f64().is_some_and(|x| x > 0.0), "decode_ms_per_token.{b}");
+    }
+    for m in ["single", "text", "latent"] {
+        assert!(v["end_to_end_s"][m].as_f64().is_some_and(|x| x > 0.0), "end_to_end_s.{m}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cuda_runs_nothing_and_says_so() {
+    let out = latentmas(&["bench", "--model", "tests/data/tiny-tied", "--device", "cuda"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SKIP"));
+}
+
+#[test]
+fn a_bad_compare_file_fails_first() {
+    let out = latentmas(&["bench", "--model", "tests/data/tiny-tied", "--compare", "/nonexistent/theirs.json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("theirs.json") && !err.contains("panicked"), "{err}");
+}
