@@ -9,5 +9,6 @@ pub mod activation;
 pub mod attention;
 pub mod matmul;
 pub mod norm;
+pub mod ops;
 pub mod qk;
 pub mod rope;
