@@ -5,19 +5,48 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::backend::emu::EmuModel;
 use crate::error::{Error, Result};
 use crate::kv::{KvBudget, KvBuffer, KvRow};
 use crate::latent::Alignment;
-use crate::model::qwen3::{Input, Qwen3, RowStep, Select, Workspace};
+use crate::model::qwen3::{ForwardOut, Input, Qwen3, RowStep, Select, Workspace};
 use crate::sample::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
 
 pub struct Engine {
     pub model: Qwen3,
     pub tokenizer: Tokenizer,
+    /// The KV buffer: row bookkeeping always, and the K/V themselves on the cpu device (the emu device keeps
+    /// its own bf16 buffer of the same slots).
     pub kv: KvBuffer,
     pub ws: Workspace,
     pub model_dir: PathBuf,
+    pub device: Device,
+}
+
+/// Which device an engine runs its forward passes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// The f32 reference backend.
+    #[default]
+    Cpu,
+    /// The cuda backend's bf16 op sequence with the kernels run by the host emulator (slow; for tests).
+    Emu,
+}
+
+/// The device state an engine holds.
+pub enum Device {
+    Cpu,
+    Emu(Box<EmuModel>),
+}
+
+impl Device {
+    pub fn kind(&self) -> DeviceKind {
+        match self {
+            Device::Cpu => DeviceKind::Cpu,
+            Device::Emu(_) => DeviceKind::Emu,
+        }
+    }
 }
 
 /// Per-row result of [`Engine::decode`].
@@ -39,6 +68,11 @@ pub fn set_threads(threads: Option<usize>) {
 impl Engine {
     /// Loads the model and tokenizer of `model_dir` and allocates the KV buffer.
     pub fn open(model_dir: &Path, budget: KvBudget) -> Result<Self> {
+        Self::open_on(model_dir, budget, DeviceKind::Cpu)
+    }
+
+    /// [`Engine::open`] on the given device.
+    pub fn open_on(model_dir: &Path, budget: KvBudget, device: DeviceKind) -> Result<Self> {
         let tokenizer = Tokenizer::load(model_dir)?;
         let model = Qwen3::load(model_dir)?;
         if tokenizer.len() > model.config.vocab_size {
@@ -49,7 +83,25 @@ impl Engine {
             )));
         }
         let kv = KvBuffer::new(&model.config, budget)?;
-        Ok(Engine { model, tokenizer, kv, ws: Workspace::default(), model_dir: model_dir.to_path_buf() })
+        let device = match device {
+            DeviceKind::Cpu => Device::Cpu,
+            DeviceKind::Emu => Device::Emu(Box::new(EmuModel::new(&model, kv.slots())?)),
+        };
+        Ok(Engine { model, tokenizer, kv, ws: Workspace::default(), model_dir: model_dir.to_path_buf(), device })
+    }
+
+    /// One forward call on the engine's device; outputs land in `ws.hidden` and `ws.logits`.
+    pub fn forward(&mut self, steps: &mut [RowStep<'_>], logits: bool) -> Result<()> {
+        match &mut self.device {
+            Device::Cpu => self.model.forward(&mut self.kv, &mut self.ws, steps, logits),
+            Device::Emu(emu) => {
+                // the bookkeeping buffer checks the rows lie inside it (the emu's buffer has as many slots)
+                let ws = &mut self.ws;
+                let out =
+                    ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: ws.capture_layers.as_mut() };
+                emu.forward(steps, logits, out)
+            }
+        }
     }
 
     /// Ids that may be sampled: the tokenizer's, never the embedding's padding rows.
@@ -76,7 +128,7 @@ impl Engine {
             .zip(prompts)
             .map(|(row, p)| RowStep { row, input: Input::Tokens(p), select: Select::Last })
             .collect();
-        self.model.forward(&mut self.kv, &mut self.ws, &mut steps, logits)
+        self.forward(&mut steps, logits)
     }
 
     /// Runs `m` latent steps on every row, starting from the hidden states in `ws.hidden` (one per row, as
@@ -93,9 +145,22 @@ impl Engine {
             r.check_append(m)?;
         }
         let mut inputs = vec![0f32; rows.len() * d];
+        if let Device::Emu(emu) = &mut self.device {
+            if m > 0 {
+                emu.set_alignment(align)?;
+            }
+        }
         for _ in 0..m {
-            for (i, e) in inputs.chunks_exact_mut(d).enumerate() {
-                align.project(self.ws.hidden_row(i, d), e);
+            match &mut self.device {
+                Device::Cpu => {
+                    for (i, e) in inputs.chunks_exact_mut(d).enumerate() {
+                        align.project(self.ws.hidden_row(i, d), e);
+                    }
+                }
+                // the latent_project kernel on the device's bf16 hidden states
+                Device::Emu(emu) => emu.latent_project(rows.len(), &mut inputs)?,
+            }
+            for (i, e) in inputs.chunks_exact(d).enumerate() {
                 observe(i, e);
             }
             let mut steps: Vec<RowStep> = rows
@@ -103,7 +168,7 @@ impl Engine {
                 .zip(inputs.chunks_exact(d))
                 .map(|(row, e)| RowStep { row, input: Input::Embeddings(e), select: Select::Last })
                 .collect();
-            self.model.forward(&mut self.kv, &mut self.ws, &mut steps, false)?;
+            self.forward(&mut steps, false)?;
         }
         Ok(())
     }
@@ -159,7 +224,7 @@ impl Engine {
                 remaining = rest;
                 consumed = r + 1;
             }
-            self.model.forward(&mut self.kv, &mut self.ws, &mut steps, true)?;
+            self.forward(&mut steps, true)?;
             for &r in &active {
                 out[r].cached += 1;
             }

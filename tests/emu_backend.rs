@@ -314,3 +314,173 @@ fn emu_bf16_checkpoint_matches_cpu() {
         .unwrap();
     assert_rel("tiny-untied-bf16 prefill logits vs cpu", &out.logits, &ws.logits);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Whole LatentMAS runs: Engine on --device emu vs --device cpu
+// ---------------------------------------------------------------------------------------------------------
+
+use latentmas::engine::{DeviceKind, Engine};
+use latentmas::latent::Alignment;
+use latentmas::mas::method::{Family, Method, Topology};
+use latentmas::mas::prompts::PromptSet;
+use latentmas::mas::run::{run_batch, RunConfig};
+use latentmas::sample::SamplingParams;
+
+const QUESTIONS: [&str; 3] =
+    ["What is 12 plus 30?", "Tom has 3 apples and buys 4 more. How many apples does he have now?", "2+2?"];
+
+/// Fed latent vectors, `err = max |emu − cpu| / max |cpu|` per vector. Each vector is a bf16 hidden state
+/// pushed through W_a (bf16) and renormalised, after earlier latent steps fed back through the bf16 model, so
+/// the error compounds along the chain, and a random tiny model's latent chain can amplify it:
+/// - the first step of every agent: err ≤ LATENT_REL (measured ≤ 2.1e-2);
+/// - at least 97% of all vectors: err ≤ LATENT_REL (measured: all but 2 of 216, the rest ≤ 4.9e-2);
+/// - every vector: err ≤ LATENT_OUTLIER (measured worst 0.41: tiny-untied parallel, question 0, code agent,
+///   steps 2-3, growing 1.3e-2 → 3.0e-2 → 1.4e-1 → 4.1e-1; a wrong row or slot gives errors of order 1-2).
+const LATENT_REL: f32 = 6e-2;
+const LATENT_OUTLIER: f32 = 0.5;
+
+/// A batch of three uneven questions, LatentMAS with m = 4, every topology, tied and untied: prompt ids and
+/// KV lengths exact, fed vectors within LATENT_REL, generated ids equal up to the first divergence (counted
+/// and printed; the margin-gated check of decoded tokens is `emu_engine_phases_match_cpu_where_the_margin_allows`).
+#[test]
+fn emu_latentmas_runs_match_cpu_traces() {
+    let prompts = PromptSet::from_file(Path::new("tests/data/prompts_tiny.json")).unwrap();
+    let questions: Vec<String> = QUESTIONS.iter().map(|q| q.to_string()).collect();
+    let (mut vectors, mut outliers) = (0usize, 0usize);
+    for model in ["tiny-tied", "tiny-untied"] {
+        let dir = format!("tests/data/{model}");
+        let mut cpu = Engine::open_on(Path::new(&dir), KvBudget::Tokens(4096), DeviceKind::Cpu).unwrap();
+        let mut emu = Engine::open_on(Path::new(&dir), KvBudget::Tokens(4096), DeviceKind::Emu).unwrap();
+        let align = Alignment::compute(&cpu.model, cpu.vocab_limit()).unwrap();
+        for topology in [Topology::Sequential, Topology::Hierarchical, Topology::Parallel] {
+            let cfg = RunConfig {
+                method: Method::Latent,
+                topology,
+                family: Family::Math,
+                latent_steps: 4,
+                think: false,
+                compat_reference: false,
+                sampling: SamplingParams::greedy(),
+                max_new_tokens: 10,
+            };
+            let c = run_batch(&mut cpu, &prompts, Some(&align), &cfg, &questions).unwrap();
+            let e = run_batch(&mut emu, &prompts, Some(&align), &cfg, &questions).unwrap();
+            let (mut equal, mut total, mut worst) = (0, 0, 0f32);
+            for (q, (tc, te)) in c.traces.iter().zip(&e.traces).enumerate() {
+                let who = format!("{model} latent/{topology} question {q}");
+                assert_eq!(tc.agents.len(), te.agents.len(), "{who}: agents");
+                let last = tc.agents.len() - 1;
+                for (i, (x, y)) in tc.agents.iter().zip(&te.agents).enumerate() {
+                    assert_eq!(x.role, y.role, "{who}");
+                    assert_eq!(x.prompt_ids, y.prompt_ids, "{who} {}: prompt ids", x.role);
+                    assert_eq!(x.kv_len_before, y.kv_len_before, "{who} {}: kv_len_before", x.role);
+                    if i != last {
+                        assert_eq!(x.kv_len_after, y.kv_len_after, "{who} {}: kv_len_after", x.role);
+                    }
+                    assert_eq!(x.latent_inputs.len(), y.latent_inputs.len(), "{who} {}: latent steps", x.role);
+                    for (s, (u, v)) in x.latent_inputs.iter().zip(&y.latent_inputs).enumerate() {
+                        let scale = u.full.iter().fold(0f32, |m, z| m.max(z.abs()));
+                        let err = u.full.iter().zip(&v.full).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                        worst = worst.max(err / scale);
+                        if std::env::var("EMU_DEBUG").is_ok() {
+                            println!("{who} {} step {s}: {:.3e}", x.role, err / scale);
+                        }
+                        vectors += 1;
+                        if err > LATENT_REL * scale {
+                            outliers += 1;
+                        }
+                        let bound = if s == 0 { LATENT_REL } else { LATENT_OUTLIER };
+                        assert!(
+                            err <= bound * scale,
+                            "{who} {} step {s}: fed vector differs by {err:e} (max |cpu| {scale})",
+                            x.role
+                        );
+                    }
+                    let common = x.generated_ids.iter().zip(&y.generated_ids).take_while(|(a, b)| a == b).count();
+                    equal += common;
+                    total += x.generated_ids.len();
+                }
+            }
+            println!(
+                "{model} latent/{topology}: generated ids equal up to the first divergence: {equal} of {total}; \
+                 worst fed-vector error {worst:.3e} × max |cpu|"
+            );
+        }
+    }
+    println!("fed vectors beyond {LATENT_REL:e}: {outliers} of {vectors}");
+    assert!(outliers * 100 <= vectors * 3, "{outliers} of {vectors} fed vectors beyond {LATENT_REL:e}");
+}
+
+/// The engine's three phases in lockstep on both devices (prefill of a chat prompt, m = 6 latent steps,
+/// then greedy decode with the cpu's token fed to both): the emu's argmax equals the cpu's at every step where
+/// the cpu's top1 − top2 margin exceeds 2 × max |Δlogit| of that step.
+#[test]
+fn emu_engine_phases_match_cpu_where_the_margin_allows() {
+    for model in ["tiny-tied", "tiny-untied"] {
+        let dir = format!("tests/data/{model}");
+        let mut cpu = Engine::open_on(Path::new(&dir), KvBudget::Tokens(512), DeviceKind::Cpu).unwrap();
+        let mut emu = Engine::open_on(Path::new(&dir), KvBudget::Tokens(512), DeviceKind::Emu).unwrap();
+        let align = Alignment::compute(&cpu.model, cpu.vocab_limit()).unwrap();
+        let limit = cpu.vocab_limit();
+        let vocab = cpu.model.config.vocab_size;
+        let prompts: Vec<Vec<u32>> = QUESTIONS.iter().map(|q| cpu.chat_ids(None, q, "").unwrap()).collect();
+        let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+        let mut rc: Vec<_> = prompts.iter().map(|p| cpu.kv.reserve(p.len() + 40).unwrap()).collect();
+        let mut re: Vec<_> = prompts.iter().map(|p| emu.kv.reserve(p.len() + 40).unwrap()).collect();
+        cpu.prefill(&mut rc, &refs, false).unwrap();
+        emu.prefill(&mut re, &refs, false).unwrap();
+        let (mut fc, mut fe) = (Vec::new(), Vec::new());
+        cpu.latent_steps(&mut rc, 6, &align, |_, e| fc.push(e.to_vec())).unwrap();
+        emu.latent_steps(&mut re, 6, &align, |_, e| fe.push(e.to_vec())).unwrap();
+        for (u, v) in fc.iter().zip(&fe) {
+            let scale = u.iter().fold(0f32, |m, z| m.max(z.abs()));
+            let err = u.iter().zip(v).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(err <= LATENT_REL * scale, "{model}: fed vector differs by {err:e} (max |cpu| {scale})");
+        }
+        assert_eq!(rc, re, "{model}: rows after the latent steps");
+        // decode, cpu-forced
+        let (mut compared, mut steps) = (0, 0);
+        let mut ids: Vec<u32> = vec![0; rc.len()];
+        for step in 0..24 {
+            let nrows = rc.len();
+            let first = step == 0;
+            if !first {
+                let run = |eng: &mut Engine, rows: &mut [latentmas::kv::KvRow]| {
+                    let mut st: Vec<RowStep<'_>> = rows
+                        .iter_mut()
+                        .zip(&ids)
+                        .map(|(row, id)| RowStep {
+                            row,
+                            input: Input::Tokens(std::slice::from_ref(id)),
+                            select: Select::Last,
+                        })
+                        .collect();
+                    eng.forward(&mut st, true).unwrap();
+                };
+                run(&mut cpu, &mut rc);
+                run(&mut emu, &mut re);
+            } else {
+                // logits of the last latent position: one more token (the first decode input) from both
+                ids.iter_mut().for_each(|i| *i = 198);
+                continue;
+            }
+            for r in 0..nrows {
+                let lc = &cpu.ws.logits[r * vocab..r * vocab + limit];
+                let le = &emu.ws.logits[r * vocab..r * vocab + limit];
+                let err = lc.iter().zip(le).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let top = argmax(lc, limit);
+                let second =
+                    lc.iter().enumerate().filter(|&(i, _)| i as u32 != top).map(|(_, &v)| v).fold(f32::MIN, f32::max);
+                let margin = lc[top as usize] - second;
+                steps += 1;
+                if margin > 2.0 * err {
+                    assert_eq!(argmax(le, limit), top, "{model} row {r} step {step}: margin {margin}, |Δlogit| {err}");
+                    compared += 1;
+                }
+                ids[r] = top;
+            }
+        }
+        println!("{model} engine lockstep decode: {compared} of {steps} steps comparable and equal");
+        assert!(compared * 2 >= steps, "{model}: only {compared} of {steps} comparable steps");
+    }
+}

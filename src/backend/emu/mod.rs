@@ -448,7 +448,13 @@ impl EmuModel {
             Some(wa) => (0..d * d).map(|idx| bf16::from_f32(wa[(idx % d) * d + idx / d])).collect(),
             None => (0..d * d).map(|idx| if idx % d == idx / d { bf16::ONE } else { bf16::ZERO }).collect(),
         };
-        let probe = LatentParams { n_rows: 1, dim: d as u32, target_norm: align.target_norm, ..Default::default() };
+        let probe = LatentParams {
+            n_rows: LATENT_MAX_ROWS,
+            dim: d as u32,
+            target_norm: align.target_norm,
+            ..Default::default()
+        };
+        // sized for the largest launch (LATENT_MAX_ROWS rows)
         let ws_bytes = probe.plan()?.workspace_bytes as usize;
         self.dev.latent = Some(Latent {
             w_a_t,
