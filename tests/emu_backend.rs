@@ -442,7 +442,6 @@ fn emu_engine_phases_match_cpu_where_the_margin_allows() {
         let (mut compared, mut steps) = (0, 0);
         let mut ids: Vec<u32> = vec![0; rc.len()];
         for step in 0..24 {
-            let nrows = rc.len();
             let first = step == 0;
             if !first {
                 let run = |eng: &mut Engine, rows: &mut [latentmas::kv::KvRow]| {
@@ -464,7 +463,7 @@ fn emu_engine_phases_match_cpu_where_the_margin_allows() {
                 ids.iter_mut().for_each(|i| *i = 198);
                 continue;
             }
-            for r in 0..nrows {
+            for (r, next) in ids.iter_mut().enumerate() {
                 let lc = &cpu.ws.logits[r * vocab..r * vocab + limit];
                 let le = &emu.ws.logits[r * vocab..r * vocab + limit];
                 let err = lc.iter().zip(le).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -477,7 +476,7 @@ fn emu_engine_phases_match_cpu_where_the_margin_allows() {
                     assert_eq!(argmax(le, limit), top, "{model} row {r} step {step}: margin {margin}, |Δlogit| {err}");
                     compared += 1;
                 }
-                ids[r] = top;
+                *next = top;
             }
         }
         println!("{model} engine lockstep decode: {compared} of {steps} steps comparable and equal");
