@@ -44,21 +44,27 @@ pub enum DeviceArg {
     Cuda,
     /// cuda when a device is usable, else cpu (with a notice).
     Auto,
+    /// The cuda backend's bf16 op sequence with its kernels run by the host emulator (slow; for checking the
+    /// GPU path without a GPU).
+    Emu,
 }
 
 impl DeviceArg {
-    /// This build runs the cpu backend; cuda fails in one clear line, auto falls back with a notice.
-    pub fn require_cpu(&self) -> anyhow::Result<()> {
+    /// The engine device for this flag: cpu and emu run; cuda fails in one clear line (not in this build
+    /// yet); auto falls back to cpu with a notice.
+    pub fn kind(&self) -> anyhow::Result<latentmas::engine::DeviceKind> {
+        use latentmas::engine::DeviceKind;
         match self {
-            DeviceArg::Cpu => Ok(()),
+            DeviceArg::Cpu => Ok(DeviceKind::Cpu),
+            DeviceArg::Emu => Ok(DeviceKind::Emu),
             DeviceArg::Auto => {
                 eprintln!(
                     "note: --device auto: using the cpu backend (the cuda backend is not available in this build)"
                 );
-                Ok(())
+                Ok(DeviceKind::Cpu)
             }
             DeviceArg::Cuda => anyhow::bail!(
-                "--device cuda: the cuda backend is not available in this build yet; use --device cpu (or auto)"
+                "--device cuda: the cuda backend is not available in this build yet; use --device cpu (or auto, or emu)"
             ),
         }
     }
