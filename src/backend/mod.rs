@@ -4,6 +4,7 @@
 //! - `emu`: the cuda backend's exact op sequence and memory layout (bf16 activations, weights and KV), every
 //!   op launched through its kernel params struct and run by the host emulator, a CPU GEMM in place of
 //!   cuBLAS (`emu::EmuModel`).
+//! - `cuda`: so far only [`cuda::probe`] (driver, device and kernels present?); the forward is next.
 //!
 //! [`ForwardOps`] lists what one forward call needs: embed, rms_norm, add_rms_norm, linear (by [`Linear`]
 //! weight id), qk_norm_rope_kv, attention, swiglu, gather_rows, logits, and reading activations back to the
@@ -11,6 +12,7 @@
 //! [`crate::model::qwen3::forward_ops`] and handed to every op that needs it.
 
 pub mod cpu;
+pub mod cuda;
 pub mod emu;
 
 use crate::backend::cpu::attention::AttnSpan;
