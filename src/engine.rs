@@ -16,8 +16,8 @@ use crate::tokenizer::Tokenizer;
 pub struct Engine {
     pub model: Qwen3,
     pub tokenizer: Tokenizer,
-    /// The KV buffer: row bookkeeping always, and the K/V themselves on the cpu device (the emu device keeps
-    /// its own bf16 buffer of the same slots).
+    /// The KV buffer: row bookkeeping always, and the K/V themselves on the cpu device (on emu it is
+    /// [`KvBuffer::bookkeeping`] with 2-byte elements and the device keeps the bf16 buffer of the same slots).
     pub kv: KvBuffer,
     pub ws: Workspace,
     pub model_dir: PathBuf,
@@ -82,10 +82,14 @@ impl Engine {
                 model.config.vocab_size
             )));
         }
-        let kv = KvBuffer::new(&model.config, budget)?;
-        let device = match device {
-            DeviceKind::Cpu => Device::Cpu,
-            DeviceKind::Emu => Device::Emu(Box::new(EmuModel::new(&model, kv.slots())?)),
+        let (kv, device) = match device {
+            DeviceKind::Cpu => (KvBuffer::new(&model.config, budget)?, Device::Cpu),
+            DeviceKind::Emu => {
+                // bf16 on the device: the engine's buffer only does the row bookkeeping
+                let kv = KvBuffer::bookkeeping(&model.config, budget, 2)?;
+                let emu = EmuModel::new(&model, kv.slots())?;
+                (kv, Device::Emu(Box::new(emu)))
+            }
         };
         Ok(Engine { model, tokenizer, kv, ws: Workspace::default(), model_dir: model_dir.to_path_buf(), device })
     }
