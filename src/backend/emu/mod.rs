@@ -284,16 +284,16 @@ impl ForwardOps for EmuDevice {
         let cfg = &self.cfg;
         assert!(qkv.len() >= layout.n_tokens * cfg.qkv_width());
         let (ko, vo) = self.planes(layer);
-        let kv_base = self.kv.as_mut_ptr();
+        let k_cache = ptr_mut(&mut self.kv[ko..]);
+        let v_cache = ptr_mut(&mut self.kv[vo..]);
         let lw = &self.layers[layer];
         let p = QkNormRopeParams {
             qkv: ptr_mut(qkv),
             q_norm: ptr(&lw.q_norm),
             k_norm: ptr(&lw.k_norm),
             inv_freq: ptr(&self.inv_freq),
-            // SAFETY (pointer arithmetic only): both offsets lie inside `self.kv` (planes() of a valid layer).
-            k_cache: unsafe { kv_base.add(ko) } as DevPtr,
-            v_cache: unsafe { kv_base.add(vo) } as DevPtr,
+            k_cache,
+            v_cache,
             rows: ptr(&self.rows),
             n_rows: self.rows.len() as u32,
             n_tokens: layout.n_tokens as u32,
