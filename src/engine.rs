@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::backend::cpu::matmul::Precision;
 use crate::backend::emu::EmuModel;
 use crate::error::{Error, Result};
 use crate::kv::{KvBudget, KvBuffer, KvRow};
@@ -22,6 +23,12 @@ pub struct Engine {
     pub ws: Workspace,
     pub model_dir: PathBuf,
     pub device: Device,
+    /// Arithmetic of [`Engine::prefill`]'s projections for bf16 weights on the cpu device. Default
+    /// [`Precision::Bf16Activations`]: activations rounded to bf16, f32 accumulation, on AMX where the
+    /// CPU has it (≈ 10× the exact path; what transformers and llama.cpp do with bf16 weights). Set
+    /// [`Precision::Exact`] for f32 activations everywhere. f32 weights are always exact; latent steps and
+    /// decode are always exact.
+    pub prefill_precision: Precision,
 }
 
 /// Which device an engine runs its forward passes on.
@@ -58,11 +65,16 @@ pub struct Decoded {
     pub cached: usize,
 }
 
-/// Sets the size of the global thread pool (first call wins; later calls are ignored by rayon).
+/// Builds the global thread pool with `threads` workers (default: one per core), the calling thread being
+/// one of them (first call wins; later calls are ignored by rayon). Call it from the thread that will run
+/// the engine: its parallel loops then start on its own work queue instead of being injected from
+/// outside the pool, which costs a wake-up and, every 64 injections, an allocation.
 pub fn set_threads(threads: Option<usize>) {
+    let mut builder = rayon::ThreadPoolBuilder::new().use_current_thread();
     if let Some(n) = threads {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+        builder = builder.num_threads(n.max(1));
     }
+    let _ = builder.build_global();
 }
 
 impl Engine {
@@ -91,13 +103,26 @@ impl Engine {
                 (kv, Device::Emu(Box::new(emu)))
             }
         };
-        Ok(Engine { model, tokenizer, kv, ws: Workspace::default(), model_dir: model_dir.to_path_buf(), device })
+        Ok(Engine {
+            model,
+            tokenizer,
+            kv,
+            ws: Workspace::default(),
+            model_dir: model_dir.to_path_buf(),
+            device,
+            prefill_precision: Precision::Bf16Activations,
+        })
     }
 
     /// One forward call on the engine's device; outputs land in `ws.hidden` and `ws.logits`.
     pub fn forward(&mut self, steps: &mut [RowStep<'_>], logits: bool) -> Result<()> {
+        self.forward_with(steps, logits, Precision::Exact)
+    }
+
+    /// [`Engine::forward`] with the cpu device's projection `precision` (the emu device is bf16 anyway).
+    pub fn forward_with(&mut self, steps: &mut [RowStep<'_>], logits: bool, precision: Precision) -> Result<()> {
         match &mut self.device {
-            Device::Cpu => self.model.forward(&mut self.kv, &mut self.ws, steps, logits),
+            Device::Cpu => self.model.forward_with(&mut self.kv, &mut self.ws, steps, logits, precision),
             Device::Emu(emu) => {
                 // the bookkeeping buffer checks the rows lie inside it (the emu's buffer has as many slots)
                 let ws = &mut self.ws;
@@ -132,7 +157,8 @@ impl Engine {
             .zip(prompts)
             .map(|(row, p)| RowStep { row, input: Input::Tokens(p), select: Select::Last })
             .collect();
-        self.forward(&mut steps, logits)
+        let precision = self.prefill_precision;
+        self.forward_with(&mut steps, logits, precision)
     }
 
     /// Runs `m` latent steps on every row, starting from the hidden states in `ws.hidden` (one per row, as
@@ -192,16 +218,20 @@ impl Engine {
         let stops = self.tokenizer.stop_ids();
         // One sampler per row, seeded alike: a row samples the same tokens in a batch as alone.
         let mut samplers: Vec<Sampler> = rows.iter().map(|_| Sampler::new(*params)).collect();
-        let mut out = vec![Decoded::default(); rows.len()];
+        // Every buffer of the loop is made here: a decode step allocates nothing (tests/no_alloc.rs).
+        let mut out: Vec<Decoded> =
+            rows.iter().map(|_| Decoded { ids: Vec::with_capacity(max_new.min(4096)), cached: 0 }).collect();
         if max_new == 0 {
             return Ok(out);
         }
         // `active[j]` = row index whose logits are at position j of ws.logits.
         let mut active: Vec<usize> = (0..rows.len()).collect();
+        let mut still: Vec<usize> = Vec::with_capacity(rows.len());
         let mut next: Vec<u32> = Vec::with_capacity(rows.len());
+        let mut spare_steps: Vec<RowStep<'static>> = Vec::with_capacity(rows.len());
         loop {
             next.clear();
-            let mut still = Vec::with_capacity(active.len());
+            still.clear();
             for (j, &r) in active.iter().enumerate() {
                 let id = samplers[r].sample(self.ws.logits_row(j, vocab), limit);
                 out[r].ids.push(id);
@@ -211,14 +241,14 @@ impl Engine {
                     next.push(id);
                 }
             }
-            active = still;
+            std::mem::swap(&mut active, &mut still);
             if active.is_empty() {
                 return Ok(out);
             }
             for &r in &active {
                 rows[r].check_append(1)?;
             }
-            let mut steps: Vec<RowStep> = Vec::with_capacity(active.len());
+            let mut steps = recycle(spare_steps);
             let mut remaining: &mut [KvRow] = rows;
             let mut consumed = 0;
             for (&r, id) in active.iter().zip(&next) {
@@ -229,11 +259,19 @@ impl Engine {
                 consumed = r + 1;
             }
             self.forward(&mut steps, true)?;
+            spare_steps = recycle(steps);
             for &r in &active {
                 out[r].cached += 1;
             }
         }
     }
+}
+
+/// Empties a vector of row steps and hands its allocation over to steps of another lifetime (the
+/// decode loop rebuilds its steps every token from fresh borrows; in-place collection keeps the buffer).
+fn recycle<'b>(mut v: Vec<RowStep<'_>>) -> Vec<RowStep<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector was just cleared")).collect()
 }
 
 /// Seconds since `t`.

@@ -11,6 +11,7 @@
 //! - [`eval`]: datasets, answer extraction, scoring.
 
 pub mod backend;
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -18,7 +18,7 @@ pub mod emu;
 use crate::backend::cpu::attention::AttnSpan;
 use crate::error::Result;
 use crate::kernels::Row;
-use crate::model::qwen3::Input;
+use crate::model::qwen3::RowStep;
 
 /// A weight matrix of the model, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +82,9 @@ pub trait ForwardOps {
 
     /// Called once per forward call before any op (uploads row tables, RoPE tables, ...).
     fn begin(&mut self, layout: &CallLayout) -> Result<()>;
-    /// `x[t] = embedding of token t`: ids are gathered from the embedding table, vectors copied in; `inputs`
-    /// are the rows' inputs in row order.
-    fn embed(&mut self, inputs: &[Input<'_>], layout: &CallLayout, x: &mut Self::Act) -> Result<()>;
+    /// `x[t] = embedding of token t`: ids are gathered from the embedding table, vectors copied in; `steps`
+    /// are the call's rows in row order (only their inputs are read).
+    fn embed(&mut self, steps: &[RowStep<'_>], layout: &CallLayout, x: &mut Self::Act) -> Result<()>;
     /// `out = rmsnorm(x) · w`, `rows × D`.
     fn rms_norm(&mut self, x: &Self::Act, w: Norm, rows: usize, out: &mut Self::Act) -> Result<()>;
     /// `residual += delta; out = rmsnorm(residual) · w`, `rows × D`.

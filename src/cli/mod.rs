@@ -1,6 +1,7 @@
 //! Subcommands of the `latentmas` binary.
 
 mod align;
+mod bench;
 mod common;
 mod eval;
 mod extract;
@@ -44,6 +45,8 @@ enum Command {
     Kernels(kernels::Args),
     /// Print the compiler and linker flags of a C program using the C ABI (ffi/latentmas.h).
     FfiFlags(ffi_flags::Args),
+    /// Measure bandwidth, peak FLOP/s, prefill, decode, latent steps and whole questions, with % of roofline.
+    Bench(bench::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -57,5 +60,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Extract(a) => extract::run(a),
         Command::FfiFlags(a) => ffi_flags::run(a),
         Command::Kernels(a) => kernels::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -3,6 +3,8 @@
 
 use half::bf16;
 
+use crate::backend::cpu::mem::advise_huge_pages;
+
 /// Element storage of a [`WeightMatrix`].
 #[derive(Debug, Clone)]
 pub enum WeightData {
@@ -69,6 +71,7 @@ impl WeightMatrix {
         match &parts[0].data {
             WeightData::F32(_) => {
                 let mut v = Vec::with_capacity(rows * cols);
+                advise_huge_pages(&mut v);
                 for p in parts {
                     match &p.data {
                         WeightData::F32(d) => v.extend_from_slice(d),
@@ -79,6 +82,7 @@ impl WeightMatrix {
             }
             WeightData::Bf16(_) => {
                 let mut v = Vec::with_capacity(rows * cols);
+                advise_huge_pages(&mut v);
                 for p in parts {
                     match &p.data {
                         WeightData::Bf16(d) => v.extend_from_slice(d),

@@ -12,6 +12,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::config::Qwen3Config;
 use super::matrix::WeightMatrix;
+use crate::backend::cpu::mem::advise_huge_pages;
 use crate::error::{Error, Result};
 
 /// One decoder layer.
@@ -171,9 +172,11 @@ impl SafetensorFiles {
             Dtype::BF16 => Ok(WeightMatrix::bf16(
                 rows,
                 cols,
-                bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect(),
+                huge_vec(rows * cols, bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]))),
             )),
-            Dtype::F32 | Dtype::F16 => Ok(WeightMatrix::f32(rows, cols, to_f32(dtype, bytes))),
+            Dtype::F32 | Dtype::F16 => {
+                Ok(WeightMatrix::f32(rows, cols, huge_vec(rows * cols, to_f32(dtype, bytes).into_iter())))
+            }
             other => Err(Error::Weights(format!("tensor {name}: dtype {other:?} is not supported (f32, bf16, f16)"))),
         }
     }
@@ -185,6 +188,15 @@ impl SafetensorFiles {
             other => Err(Error::Weights(format!("tensor {name}: dtype {other:?} is not supported (f32, bf16, f16)"))),
         }
     }
+}
+
+/// A vector of `len` elements from `items`, backed by huge pages where the system allows (weights are
+/// streamed once per decode step; see [`advise_huge_pages`]).
+pub(crate) fn huge_vec<T>(len: usize, items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    advise_huge_pages(&mut v);
+    v.extend(items);
+    v
 }
 
 fn to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {

@@ -7,6 +7,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::matmul::reduce16;
+
 /// What one query token attends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttnSpan {
@@ -25,50 +27,202 @@ pub struct AttnShape {
 }
 
 thread_local! {
-    // Reused score buffer: attention runs per (token, head) on the rayon pool, and must not allocate per token.
+    // Reused score buffer: attention runs per (token, kv head) on the rayon pool, and must not allocate
+    // per token (it grows to the longest span once).
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Lanes of the q·k dot product: 16 independent partial sums, then the fixed pairwise tree of
+/// [`reduce16`]. Plain multiplies and adds (Rust never fuses them), so every ISA gives the same bits.
+const LANES: usize = 16;
 
 /// `out[t, h] = softmax(q[t, h] · K[span(t)]ᵀ / sqrt(d)) · V[span(t)]`, with kv head `h / (H / KVH)`.
 ///
 /// `q`: `[n, H, d]`; `k_cache`, `v_cache`: one layer, `[slots, KVH, d]`; `out`: `[n, H, d]`.
+/// Work is split per (token, kv head): the q heads sharing a kv head read its K and V once.
 pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], spans: &[AttnSpan], shape: AttnShape, out: &mut [f32]) {
     let AttnShape { n_heads, n_kv_heads, head_dim: d } = shape;
     let group = n_heads / n_kv_heads;
-    let kv_stride = n_kv_heads * d;
     assert_eq!(q.len(), spans.len() * n_heads * d, "attention: q is not [n, H, d]");
     assert_eq!(out.len(), q.len(), "attention: out is not [n, H, d]");
     let scale = 1.0 / (d as f32).sqrt();
-    out.par_chunks_exact_mut(d).enumerate().for_each(|(i, o)| {
-        let (t, h) = (i / n_heads, i % n_heads);
-        let span = spans[t];
-        let qv = &q[i * d..(i + 1) * d];
-        let kvh = h / group;
+    out.par_chunks_exact_mut(group * d).enumerate().for_each(|(i, o)| {
+        let (t, kvh) = (i / n_kv_heads, i % n_kv_heads);
+        let job = Job {
+            q: &q[i * group * d..(i + 1) * group * d],
+            k_cache,
+            v_cache,
+            span: spans[t],
+            kvh,
+            n_kv_heads,
+            d,
+            group,
+            scale,
+        };
         SCORES.with(|cell| {
             let mut scores = cell.borrow_mut();
-            scores.resize(span.len, 0.0);
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                let base = (span.slot_base + j) * kv_stride + kvh * d;
-                let k = &k_cache[base..base + d];
-                *s = qv.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                max = max.max(*s);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature was just detected.
+                return unsafe { attend_avx512(&job, &mut scores, o) };
             }
-            let mut denom = 0.0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                denom += *s;
-            }
-            o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let base = (span.slot_base + j) * kv_stride + kvh * d;
-                let w = p / denom;
-                for (a, &b) in o.iter_mut().zip(&v_cache[base..base + d]) {
-                    *a += w * b;
-                }
-            }
+            attend(&job, &mut scores, o, dot, pv_portable)
         });
     });
+}
+
+/// One (token, kv head): its `group` q heads against the token's visible slots.
+struct Job<'a> {
+    q: &'a [f32],
+    k_cache: &'a [f32],
+    v_cache: &'a [f32],
+    span: AttnSpan,
+    kvh: usize,
+    n_kv_heads: usize,
+    d: usize,
+    group: usize,
+    scale: f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn attend_avx512(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+    // SAFETY (all closures): this function only runs where AVX-512F was detected.
+    let dot = |a: &[f32], b: &[f32]| unsafe { dot_avx512(a, b) };
+    match job.d {
+        64 => attend(job, scores, out, dot, |j, s, dn, o| unsafe { pv_avx512::<4>(j, s, dn, o) }),
+        128 => attend(job, scores, out, dot, |j, s, dn, o| unsafe { pv_avx512::<8>(j, s, dn, o) }),
+        256 => attend(job, scores, out, dot, |j, s, dn, o| unsafe { pv_avx512::<16>(j, s, dn, o) }),
+        _ => attend(job, scores, out, dot, pv_portable),
+    }
+}
+
+/// [`dot`] with AVX-512: the same lanes, the same order, the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc = _mm512_setzero_ps();
+    let mut c = 0;
+    while c + LANES <= n {
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(a.as_ptr().add(c)), _mm512_loadu_ps(b.as_ptr().add(c))));
+        c += LANES;
+    }
+    if c < n {
+        let m: __mmask16 = ((1u32 << (n - c)) - 1) as __mmask16;
+        let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a.as_ptr().add(c)), _mm512_maskz_loadu_ps(m, b.as_ptr().add(c)));
+        acc = _mm512_add_ps(acc, p);
+    }
+    // reduce16's tree in registers: halves 8, 4, 2, 1.
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+    let a = _mm256_add_ps(_mm512_castps512_ps256(acc), hi);
+    let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+    let c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps::<0b01>(c, c)))
+}
+
+/// The body, inlined into each `target_feature` wrapper so LLVM vectorises it for that ISA.
+#[inline(always)]
+fn attend(
+    job: &Job<'_>,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    pv: impl Fn(&Job<'_>, &[f32], &[f32], &mut [f32]),
+) {
+    let Job { q, k_cache, span, kvh, n_kv_heads, d, group, scale, .. } = *job;
+    let len = span.len;
+    let at = |j: usize| (span.slot_base + j) * n_kv_heads * d + kvh * d;
+    if scores.capacity() < group * len {
+        // Once per thread and KV buffer: room for the longest span the buffer can hold, so a growing
+        // context never reallocates.
+        let slots = k_cache.len() / (n_kv_heads * d);
+        scores.clear();
+        scores.reserve_exact(group * slots.max(len));
+    }
+    scores.clear();
+    scores.resize(group * len, 0.0);
+    // 1. scores[g, j] = q_g · k_j · scale (each K row read once for the whole group)
+    for j in 0..len {
+        let k = &k_cache[at(j)..at(j) + d];
+        for g in 0..group {
+            scores[g * len + j] = dot(&q[g * d..(g + 1) * d], k) * scale;
+        }
+    }
+    // 2. softmax per q head: p = exp(s - max); weights p / Σp
+    let mut denoms = [0f32; 16];
+    assert!(group <= denoms.len(), "attention: more than 16 q heads per kv head");
+    for g in 0..group {
+        let s = &mut scores[g * len..(g + 1) * len];
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut denom = 0.0f32;
+        for v in s.iter_mut() {
+            *v = (*v - max).exp();
+            denom += *v;
+        }
+        denoms[g] = denom;
+    }
+    // 3. out_g = Σ_j (p_gj / denom_g) · v_j
+    pv(job, scores, &denoms[..group], out);
+}
+
+/// Step 3 of [`attend`], portable: `out[g] = Σ_j (p[g, j] / denom[g]) · v_j`, in key order.
+fn pv_portable(job: &Job<'_>, scores: &[f32], denoms: &[f32], out: &mut [f32]) {
+    let Job { v_cache, span, kvh, n_kv_heads, d, group, .. } = *job;
+    let len = span.len;
+    out.fill(0.0);
+    for j in 0..len {
+        let at = (span.slot_base + j) * n_kv_heads * d + kvh * d;
+        let v = &v_cache[at..at + d];
+        for g in 0..group {
+            let w = scores[g * len + j] / denoms[g];
+            for (a, &b) in out[g * d..(g + 1) * d].iter_mut().zip(v) {
+                *a += w * b;
+            }
+        }
+    }
+}
+
+/// [`pv_portable`] with each head's output row held in `V` registers over the whole key loop (the same
+/// multiplies and adds in the same order: the same bits), for `d = 16·V`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pv_avx512<const V: usize>(job: &Job<'_>, scores: &[f32], denoms: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let Job { v_cache, span, kvh, n_kv_heads, d, group, .. } = *job;
+    debug_assert_eq!(d, 16 * V);
+    let len = span.len;
+    for g in 0..group {
+        let mut acc = [_mm512_setzero_ps(); V];
+        for j in 0..len {
+            let w = _mm512_set1_ps(scores[g * len + j] / denoms[g]);
+            let vp = v_cache.as_ptr().add((span.slot_base + j) * n_kv_heads * d + kvh * d);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(w, _mm512_loadu_ps(vp.add(16 * i))));
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(g * d + 16 * i), *a);
+        }
+    }
+}
+
+/// `a · b` in 16 lanes (lane l sums the elements ≡ l mod 16 in order), then [`reduce16`].
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        acc[l] += x * y;
+    }
+    reduce16(&acc)
 }
 
 #[cfg(test)]
@@ -90,5 +244,90 @@ mod tests {
         let s = 1.0 / 2f32.sqrt();
         let (a, b) = ((3.0 * s).exp(), (1.0 * s).exp());
         assert!((out[0] - (5.0 * a + 7.0 * b) / (a + b)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn matches_naive_softmax_attention_with_gqa_and_odd_head_dim() {
+        let shape = AttnShape { n_heads: 6, n_kv_heads: 2, head_dim: 20 };
+        let (h, kvh, d) = (6, 2, 20);
+        let slots = 50;
+        let val =
+            |i: usize, s: u32| (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 9) % 1001) as f32 / 500.0 - 1.0;
+        let k: Vec<f32> = (0..slots * kvh * d).map(|i| val(i, 1)).collect();
+        let v: Vec<f32> = (0..slots * kvh * d).map(|i| val(i, 2)).collect();
+        let spans = [
+            AttnSpan { slot_base: 3, len: 1 },
+            AttnSpan { slot_base: 3, len: 17 },
+            AttnSpan { slot_base: 10, len: 40 },
+        ];
+        let q: Vec<f32> = (0..spans.len() * h * d).map(|i| val(i, 3)).collect();
+        let mut out = vec![0f32; q.len()];
+        attention(&q, &k, &v, &spans, shape, &mut out);
+        for (t, sp) in spans.iter().enumerate() {
+            for hh in 0..h {
+                let g = hh / (h / kvh);
+                let qv = &q[(t * h + hh) * d..(t * h + hh + 1) * d];
+                let s: Vec<f64> = (0..sp.len)
+                    .map(|j| {
+                        let kb = ((sp.slot_base + j) * kvh + g) * d;
+                        qv.iter().zip(&k[kb..kb + d]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..d {
+                    let want: f64 =
+                        (0..sp.len).map(|j| e[j] / z * v[((sp.slot_base + j) * kvh + g) * d + c] as f64).sum();
+                    let got = out[(t * h + hh) * d + c] as f64;
+                    assert!((got - want).abs() < 1e-5, "t={t} h={hh} c={c}: {got} vs {want}");
+                }
+            }
+        }
+        // A token's output does not depend on the other tokens of the call.
+        let mut alone = vec![0f32; h * d];
+        attention(&q[2 * h * d..], &k, &v, &spans[2..], shape, &mut alone);
+        assert_eq!(&alone[..], &out[2 * h * d..]);
+    }
+
+    #[test]
+    fn simd_dot_has_the_portable_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            for n in [1, 5, 16, 17, 31, 128, 130] {
+                let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+                let b: Vec<f32> = (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 3.0).collect();
+                // SAFETY: the feature was just detected.
+                assert_eq!(dot(&a, &b).to_bits(), unsafe { dot_avx512(&a, &b) }.to_bits(), "n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn simd_pv_has_the_portable_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let (kvh, d, group, len) = (2, 128, 2, 37);
+            let v: Vec<f32> = (0..(len + 3) * kvh * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let scores: Vec<f32> = (0..group * len).map(|i| ((i * 13 % 17) as f32 + 1.0) / 9.0).collect();
+            let denoms = [3.5f32, 7.25];
+            let job = Job {
+                q: &[],
+                k_cache: &[],
+                v_cache: &v,
+                span: AttnSpan { slot_base: 2, len },
+                kvh: 1,
+                n_kv_heads: kvh,
+                d,
+                group,
+                scale: 1.0,
+            };
+            let (mut a, mut b) = (vec![0f32; group * d], vec![0f32; group * d]);
+            pv_portable(&job, &scores, &denoms, &mut a);
+            // SAFETY: the feature was just detected.
+            unsafe { pv_avx512::<8>(&job, &scores, &denoms, &mut b) };
+            assert_eq!(a, b);
+        }
     }
 }

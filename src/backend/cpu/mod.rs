@@ -6,9 +6,12 @@
 //! [`activation::swiglu`].
 
 pub mod activation;
+pub mod amx;
 pub mod attention;
 pub mod matmul;
+pub mod mem;
 pub mod norm;
 pub mod ops;
+pub mod probe;
 pub mod qk;
 pub mod rope;

@@ -4,7 +4,7 @@
 use super::{
     activation::swiglu,
     attention::{attention, AttnShape},
-    matmul::matmul,
+    matmul::{matmul, matmul_with, Precision},
     norm::{add_rms_norm, rms_norm},
     qk::{qk_norm_rope_write_kv, QkvShape},
     rope,
@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::kv::KvBuffer;
 use crate::model::config::Qwen3Config;
 use crate::model::matrix::WeightMatrix;
-use crate::model::qwen3::Input;
+use crate::model::qwen3::{Input, RowStep};
 use crate::model::weights::Weights;
 
 /// Reused host scratch of the cpu ops (a decode step allocates nothing once grown).
@@ -32,6 +32,8 @@ pub struct CpuOps<'a> {
     pub inv_freq: &'a [f32],
     pub kv: &'a mut KvBuffer,
     pub scratch: &'a mut CpuScratch,
+    /// Arithmetic of the layers' projections when the weights are bf16 (the lm_head is always exact).
+    pub precision: Precision,
 }
 
 pub(crate) fn fit(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -74,10 +76,10 @@ impl ForwardOps for CpuOps<'_> {
         Ok(())
     }
 
-    fn embed(&mut self, inputs: &[Input<'_>], layout: &CallLayout, x: &mut Vec<f32>) -> Result<()> {
+    fn embed(&mut self, steps: &[RowStep<'_>], layout: &CallLayout, x: &mut Vec<f32>) -> Result<()> {
         let d = self.cfg.hidden_size;
         let x = fit(x, layout.n_tokens * d);
-        for (input, row) in inputs.iter().zip(&layout.rows) {
+        for (input, row) in steps.iter().map(|s| &s.input).zip(&layout.rows) {
             let t = row.q_start as usize;
             match *input {
                 Input::Tokens(ids) => {
@@ -113,7 +115,7 @@ impl ForwardOps for CpuOps<'_> {
     fn linear(&mut self, x: &Vec<f32>, rows: usize, w: Linear, out: &mut Vec<f32>) -> Result<()> {
         let m = self.matrix(w);
         let out = fit(out, rows * m.rows);
-        matmul(x, rows, m, out);
+        matmul_with(x, rows, m, out, self.precision);
         Ok(())
     }
 

@@ -196,12 +196,12 @@ impl ForwardOps for EmuDevice {
         Ok(())
     }
 
-    fn embed(&mut self, inputs: &[Input<'_>], layout: &CallLayout, x: &mut Vec<bf16>) -> Result<()> {
+    fn embed(&mut self, steps: &[RowStep<'_>], layout: &CallLayout, x: &mut Vec<bf16>) -> Result<()> {
         let d = self.cfg.hidden_size;
         fit(x, layout.n_tokens * d);
         self.ids.clear();
         self.out_rows.clear();
-        for (input, row) in inputs.iter().zip(&layout.rows) {
+        for (input, row) in steps.iter().map(|s| &s.input).zip(&layout.rows) {
             let t = row.q_start as usize;
             match *input {
                 Input::Tokens(ids) => {
@@ -434,8 +434,7 @@ impl EmuModel {
     pub fn forward(&mut self, steps: &mut [RowStep<'_>], logits: bool, out: ForwardOut<'_>) -> Result<()> {
         let cfg = self.dev.cfg.clone();
         plan_call(&cfg, self.dev.n_slots, steps, &mut self.layout)?;
-        let inputs: Vec<Input<'_>> = steps.iter().map(|s| s.input).collect();
-        forward_ops(&cfg, &mut self.dev, &mut self.acts, &self.layout, &inputs, logits, out)?;
+        forward_ops(&cfg, &mut self.dev, &mut self.acts, &self.layout, steps, logits, out)?;
         commit_call(steps, cfg.hidden_size);
         Ok(())
     }

@@ -1,0 +1,405 @@
+//! `latentmas bench`: the machine's ceilings and the engine's workloads, measured side by side in one
+//! process, each with its share of the roofline, as a table and as JSON (see [`BenchReport`]).
+//!
+//! Operations: [`run`] (everything, on an open [`Engine`]), [`BenchReport::table`],
+//! [`compare_table`] (ours vs another report with the same keys, e.g. `tools/bench_transformers.py`).
+//!
+//! Rooflines: decode and latent steps stream their weights once per step, so their floor is
+//! `weight bytes / triad bandwidth`; prefill is compute bound, so its floor is `FLOPs / peak FLOP/s` of the
+//! arithmetic it uses; an end-to-end question's floor is the sum of its phases' floors.
+
+pub mod roofline;
+pub mod stats;
+pub mod workloads;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::latent::Alignment;
+use crate::mas::method::Method;
+use crate::model::qwen3::Qwen3;
+use roofline::Ceilings;
+use stats::Stats;
+use workloads::TokenCounts;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Timed runs per row (after one warm-up run).
+    pub runs: usize,
+    /// Prompt length of the prefill row.
+    pub prefill_tokens: usize,
+    /// Context length the decode and latent rows run at.
+    pub context: usize,
+    /// Batch sizes of the decode rows.
+    pub batches: Vec<usize>,
+    /// Steps per timed decode / latent run.
+    pub steps: usize,
+    /// m of the end-to-end LatentMAS row.
+    pub latent_steps: usize,
+    /// New tokens per decoding agent in the end-to-end rows.
+    pub new_tokens: usize,
+    /// Run the end-to-end rows.
+    pub end_to_end: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            runs: 5,
+            prefill_tokens: 256,
+            context: 300,
+            batches: vec![1, 4, 16],
+            steps: 8,
+            latent_steps: 10,
+            new_tokens: 32,
+            end_to_end: true,
+        }
+    }
+}
+
+/// Work per step of the model, for the rooflines.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ModelCosts {
+    /// Bytes a decode step streams: every layer matrix and the lm_head.
+    pub decode_bytes: usize,
+    /// Bytes a latent step streams: the layer matrices (no lm_head).
+    pub latent_bytes: usize,
+    /// FLOPs per prompt token through the layer matrices (2 per weight).
+    pub flops_per_token: f64,
+    /// FLOPs of the lm_head for one position.
+    pub lm_head_flops: f64,
+    /// Attention FLOPs per (query, visible key) pair over all layers: q·k and p·v, 2·2·H·d.
+    pub attn_flops_per_pair: f64,
+}
+
+impl ModelCosts {
+    pub fn of(model: &Qwen3) -> Self {
+        let w = &model.weights;
+        let layer_elems: usize = w
+            .layers
+            .iter()
+            .map(|l| [&l.qkv, &l.o_proj, &l.gate_up, &l.down].iter().map(|m| m.rows * m.cols).sum::<usize>())
+            .sum();
+        let head = w.lm_head();
+        let decode_bytes = w.decode_bytes();
+        let c = &model.config;
+        ModelCosts {
+            decode_bytes,
+            latent_bytes: decode_bytes - head.bytes(),
+            flops_per_token: 2.0 * layer_elems as f64,
+            lm_head_flops: 2.0 * (head.rows * head.cols) as f64,
+            attn_flops_per_pair: (4 * c.num_attention_heads * c.head_dim * c.num_hidden_layers) as f64,
+        }
+    }
+
+    /// FLOPs of prefilling `n` tokens on an empty row, logits for the last one.
+    pub fn prefill_flops(&self, n: usize) -> f64 {
+        let pairs = (n * (n + 1) / 2) as f64;
+        n as f64 * self.flops_per_token + pairs * self.attn_flops_per_pair + self.lm_head_flops
+    }
+
+    /// Lower bound on an end-to-end run: prompts at peak FLOP/s, latent and decode steps at bandwidth.
+    pub fn end_to_end_floor_s(&self, t: &TokenCounts, peak_flops: f64, bytes_per_s: f64) -> f64 {
+        t.prompt_tokens as f64 * self.flops_per_token / peak_flops
+            + (t.latent_steps * self.latent_bytes + t.generated_tokens * self.decode_bytes) as f64 / bytes_per_s
+    }
+}
+
+/// One measured row: what the table shows and `--compare` matches on (by `key`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// JSON key of the row's median, dotted for nested objects (`decode_ms_per_token.4`).
+    pub key: String,
+    pub label: String,
+    pub unit: String,
+    pub higher_is_better: bool,
+    pub stats: Stats,
+    /// Share of the roofline this row reaches (None for the ceilings themselves).
+    pub roofline_pct: Option<f64>,
+}
+
+/// Everything `latentmas bench` measured. Serialised as the JSON report; the top-level keys
+/// `bandwidth_gbs`, `prefill_tok_s`, `decode_ms_per_token` ({"1","4","16"}), `latent_step_ms`,
+/// `decode_roofline_pct` and `end_to_end_s` (keyed by method) are the contract shared with
+/// `tools/bench_transformers.py`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub engine: String,
+    pub model: String,
+    pub device: String,
+    pub threads: usize,
+    pub runs: usize,
+    /// `/proc/loadavg` (1, 5, 15 min) before and after the run: other work on the machine skews timings.
+    pub load_avg_before: Option<[f64; 3]>,
+    pub load_avg_after: Option<[f64; 3]>,
+    pub costs: ModelCosts,
+    pub ceilings: Ceilings,
+    pub bandwidth_gbs: f64,
+    pub read_bandwidth_gbs: f64,
+    pub peak_gflops: f64,
+    pub peak_bf16_gflops: Option<f64>,
+    pub prefill_tok_s: f64,
+    pub prefill_roofline_pct: f64,
+    pub ttft_ms: f64,
+    pub ttft_prompt_tokens: usize,
+    /// Milliseconds per decode step (each row of the batch gains one token), keyed by batch size.
+    pub decode_ms_per_token: BTreeMap<String, f64>,
+    /// Tokens per second over all rows, keyed by batch size.
+    pub decode_tok_s: BTreeMap<String, f64>,
+    /// Batch 1.
+    pub decode_roofline_pct: f64,
+    pub decode_roofline_pct_by_batch: BTreeMap<String, f64>,
+    pub latent_step_ms: f64,
+    pub latent_roofline_pct: f64,
+    /// Seconds for one question, keyed by method (`single`, `text`, `latent`).
+    pub end_to_end_s: BTreeMap<String, f64>,
+    pub end_to_end_roofline_pct: BTreeMap<String, f64>,
+    pub end_to_end_tokens: BTreeMap<String, TokenCounts>,
+    pub rows: Vec<Row>,
+}
+
+/// `/proc/loadavg`, if readable.
+pub fn load_avg() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let v: Vec<f64> = text.split_whitespace().take(3).filter_map(|s| s.parse().ok()).collect();
+    (v.len() == 3).then(|| [v[0], v[1], v[2]])
+}
+
+/// Runs every row on `engine` (whose KV buffer must hold `needed_slots(engine, opts)` tokens).
+/// `progress` is told what is about to run.
+pub fn run(engine: &mut Engine, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<BenchReport> {
+    let load_before = load_avg();
+    let runs = opts.runs.max(1);
+    let costs = ModelCosts::of(&engine.model);
+    let mut rows = Vec::new();
+
+    progress("memory bandwidth and peak FLOP/s");
+    let ceilings = roofline::measure(runs);
+    let bw = ceilings.triad_gbs.median * 1e9;
+    let peak = ceilings.f32_gflops.median * 1e9;
+    rows.push(row("bandwidth_gbs", "memory bandwidth (triad)", "GB/s", true, ceilings.triad_gbs, None));
+    rows.push(row("read_bandwidth_gbs", "memory bandwidth (read only)", "GB/s", true, ceilings.read_gbs, None));
+    rows.push(row("peak_gflops", "peak f32 FMA", "GFLOP/s", true, ceilings.f32_gflops, None));
+    if let Some(s) = ceilings.bf16_gflops {
+        rows.push(row("peak_bf16_gflops", "peak bf16 dot (AVX512-BF16)", "GFLOP/s", true, s, None));
+    }
+
+    progress("prefill");
+    let n = opts.prefill_tokens;
+    let s = workloads::prefill(engine, &workloads::synthetic_ids(n, engine.vocab_limit()), runs)?;
+    let prefill_floor = costs.prefill_flops(n) / peak;
+    let prefill = s.map(|t| n as f64 / t);
+    let prefill_pct = 100.0 * prefill_floor / s.median;
+    rows.push(row("prefill_tok_s", &format!("prefill {n} tokens"), "tok/s", true, prefill, Some(prefill_pct)));
+
+    progress("time to first token");
+    let (s, ttft_tokens) = workloads::ttft(engine, runs)?;
+    let ttft_pct = 100.0 * costs.prefill_flops(ttft_tokens) / peak / s.median;
+    let ttft = s.map(|t| t * 1e3);
+    rows.push(row("ttft_ms", &format!("TTFT ({ttft_tokens}-token chat prompt)"), "ms", false, ttft, Some(ttft_pct)));
+
+    let ctx = opts.context;
+    let mut decode_ms = BTreeMap::new();
+    let mut decode_tok_s = BTreeMap::new();
+    let mut decode_pct = BTreeMap::new();
+    for &b in &opts.batches {
+        progress(&format!("decode, batch {b}"));
+        let s = workloads::decode(engine, b, ctx, opts.steps, runs)?;
+        let pct = 100.0 * costs.decode_bytes as f64 / bw / s.median;
+        let ms = s.map(|t| t * 1e3);
+        rows.push(row(
+            &format!("decode_ms_per_token.{b}"),
+            &format!("decode batch {b} @ctx {ctx} (ms/step)"),
+            "ms",
+            false,
+            ms,
+            Some(pct),
+        ));
+        decode_ms.insert(b.to_string(), ms.median);
+        decode_tok_s.insert(b.to_string(), b as f64 / s.median);
+        decode_pct.insert(b.to_string(), pct);
+    }
+
+    progress("latent steps");
+    let align = Alignment::identity(Alignment::target_norm(&engine.model, engine.vocab_limit()));
+    let s = workloads::latent_step(engine, &align, ctx, opts.steps, runs)?;
+    let latent_pct = 100.0 * costs.latent_bytes as f64 / bw / s.median;
+    let latent = s.map(|t| t * 1e3);
+    rows.push(row("latent_step_ms", &format!("latent step @ctx {ctx}"), "ms", false, latent, Some(latent_pct)));
+
+    let mut e2e = BTreeMap::new();
+    let mut e2e_pct = BTreeMap::new();
+    let mut e2e_tokens = BTreeMap::new();
+    if opts.end_to_end {
+        for &m in Method::ALL {
+            progress(&format!("end to end: {m}"));
+            let (s, t) = workloads::end_to_end(engine, &align, m, opts.latent_steps, opts.new_tokens, runs)?;
+            let pct = 100.0 * costs.end_to_end_floor_s(&t, peak, bw) / s.median;
+            let label = format!(
+                "one question, {m} ({} prompt + {} latent + {} new tokens)",
+                t.prompt_tokens, t.latent_steps, t.generated_tokens
+            );
+            rows.push(row(&format!("end_to_end_s.{m}"), &label, "s", false, s, Some(pct)));
+            e2e.insert(m.to_string(), s.median);
+            e2e_pct.insert(m.to_string(), pct);
+            e2e_tokens.insert(m.to_string(), t);
+        }
+    }
+    engine.kv.reset();
+
+    Ok(BenchReport {
+        engine: "latentmas".into(),
+        model: engine.model_dir.display().to_string(),
+        device: "cpu".into(),
+        threads: rayon::current_num_threads(),
+        runs,
+        load_avg_before: load_before,
+        load_avg_after: load_avg(),
+        costs,
+        bandwidth_gbs: ceilings.triad_gbs.median,
+        read_bandwidth_gbs: ceilings.read_gbs.median,
+        peak_gflops: ceilings.f32_gflops.median,
+        peak_bf16_gflops: ceilings.bf16_gflops.map(|s| s.median),
+        ceilings,
+        prefill_tok_s: prefill.median,
+        prefill_roofline_pct: prefill_pct,
+        ttft_ms: ttft.median,
+        ttft_prompt_tokens: ttft_tokens,
+        decode_roofline_pct: decode_pct.get("1").copied().unwrap_or(f64::NAN),
+        decode_ms_per_token: decode_ms,
+        decode_tok_s,
+        decode_roofline_pct_by_batch: decode_pct,
+        latent_step_ms: latent.median,
+        latent_roofline_pct: latent_pct,
+        end_to_end_s: e2e,
+        end_to_end_roofline_pct: e2e_pct,
+        end_to_end_tokens: e2e_tokens,
+        rows,
+    })
+}
+
+/// KV slots [`run`] needs for `opts`.
+pub fn needed_slots(engine: &Engine, opts: &BenchOptions) -> Result<usize> {
+    let batch = opts.batches.iter().copied().max().unwrap_or(1);
+    let mut need = (opts.context + opts.steps).max(opts.prefill_tokens) * batch.max(1);
+    if opts.end_to_end {
+        need = need.max(workloads::e2e_slots(engine, opts.latent_steps, opts.new_tokens)?);
+    }
+    Ok(need.max(opts.prefill_tokens + 1))
+}
+
+fn row(key: &str, label: &str, unit: &str, higher: bool, stats: Stats, pct: Option<f64>) -> Row {
+    Row { key: key.into(), label: label.into(), unit: unit.into(), higher_is_better: higher, stats, roofline_pct: pct }
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn fmt_load(l: Option<[f64; 3]>) -> String {
+    l.map_or("n/a".into(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]))
+}
+
+impl BenchReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "latentmas bench: {} on {} ({} threads), median of {} runs [min, max]\n\
+             weights streamed per decode step {:.3} GB; load average before {} / after {}\n\n",
+            self.model,
+            self.device,
+            self.threads,
+            self.runs,
+            self.costs.decode_bytes as f64 / 1e9,
+            fmt_load(self.load_avg_before),
+            fmt_load(self.load_avg_after),
+        );
+        s += &format!("{:<58} {:>9} {:>9} {:>9} {:<8} {:>10}\n", "row", "median", "min", "max", "unit", "% roofline");
+        for r in &self.rows {
+            s += &format!(
+                "{:<58} {:>9} {:>9} {:>9} {:<8} {:>10}\n",
+                r.label,
+                fmt_num(r.stats.median),
+                fmt_num(r.stats.min),
+                fmt_num(r.stats.max),
+                r.unit,
+                r.roofline_pct.map_or(String::new(), |p| format!("{p:.0} %")),
+            );
+        }
+        if let (Some(t1), Some(t16)) = (self.decode_tok_s.get("1"), self.decode_tok_s.get("16")) {
+            s += &format!("\ndecode throughput: batch 16 = {:.1}× batch 1 ({:.1} vs {:.1} tok/s)\n", t16 / t1, t16, t1);
+        }
+        s
+    }
+}
+
+/// Looks up a dotted key (`decode_ms_per_token.4`) in a JSON report.
+pub fn lookup(v: &serde_json::Value, key: &str) -> Option<f64> {
+    let mut cur = v;
+    let mut parts = key.split('.');
+    let first = parts.next()?;
+    cur = cur.get(first)?;
+    for p in parts {
+        cur = cur.get(p)?;
+    }
+    cur.as_f64()
+}
+
+/// Ours, theirs and the ratio per row. The ratio is "how many times better ours is": theirs/ours for
+/// times, ours/theirs for rates; rows missing from theirs show "-".
+pub fn compare_table(ours: &BenchReport, theirs: &serde_json::Value) -> String {
+    let name = theirs.get("engine").and_then(|v| v.as_str()).unwrap_or("theirs");
+    let mut s = format!(
+        "{:<58} {:>10} {:>10} {:<8} {:>14}\n",
+        "row (median)",
+        "latentmas",
+        truncate(name, 10),
+        "unit",
+        "ours vs theirs"
+    );
+    for r in &ours.rows {
+        let t = lookup(theirs, &r.key);
+        let ratio = t.map(|t| if r.higher_is_better { r.stats.median / t } else { t / r.stats.median });
+        let machine =
+            matches!(r.key.as_str(), "bandwidth_gbs" | "read_bandwidth_gbs" | "peak_gflops" | "peak_bf16_gflops");
+        s += &format!(
+            "{:<58} {:>10} {:>10} {:<8} {:>14}\n",
+            r.label,
+            fmt_num(r.stats.median),
+            t.map_or("-".into(), fmt_num),
+            r.unit,
+            match ratio {
+                Some(x) if machine => format!("{x:.2} (machine)"),
+                Some(x) => format!("{x:.2}× {}", if x >= 1.0 { "better" } else { "worse" }),
+                None => "-".into(),
+            }
+        );
+    }
+    let load = theirs
+        .get("load_avg_before")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" "));
+    s += &format!(
+        "\nload average: ours {} (before) / {} (after); theirs {} (before)\n",
+        fmt_load(ours.load_avg_before),
+        fmt_load(ours.load_avg_after),
+        load.unwrap_or_else(|| "n/a".into())
+    );
+    s
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}

@@ -1,0 +1,130 @@
+//! `latentmas bench`: the machine's ceilings and the engine's workloads side by side, as a table and JSON;
+//! `--compare FILE` adds another engine's numbers (same JSON keys, e.g. tools/bench_transformers.py).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use latentmas::bench::{self, BenchOptions};
+use latentmas::engine::{set_threads, Engine};
+use latentmas::kv::KvBudget;
+use latentmas::model::hub::resolve_model;
+use latentmas::model::synth::{shape, write_checkpoint, SynthDtype};
+
+use super::common::{write_atomic, DeviceArg};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model directory or hub id.
+    #[arg(long, required_unless_present = "shape", conflicts_with = "shape")]
+    model: Option<String>,
+    /// Benchmark a random-weight model of this shape (synthesized once into --cache-dir):
+    /// tiny | qwen3-0.6b | qwen3-1.7b | qwen3-4b | qwen3-8b | qwen3-14b
+    #[arg(long)]
+    shape: Option<String>,
+    /// Weight dtype of a synthesized model: bf16 | f32.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Where synthesized models are kept (default: $XDG_CACHE_HOME/latentmas or ~/.cache/latentmas).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: DeviceArg,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed runs per row (medians, with min and max).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Steps per timed decode / latent-step run.
+    #[arg(long, default_value_t = 8)]
+    steps: usize,
+    /// Skip the end-to-end rows (single / TextMAS / LatentMAS on one question).
+    #[arg(long)]
+    no_e2e: bool,
+    /// Write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A JSON report of another engine (same keys): print ours, theirs and the ratio per row.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+}
+
+/// The cache directory for synthesized models.
+fn cache_dir(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("latentmas")
+    })
+}
+
+/// The model directory: `--model`, or a synthesized `--shape` (made once, reused after).
+fn model_dir(a: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(m) = &a.model {
+        return Ok(resolve_model(m)?);
+    }
+    let name = a.shape.as_deref().expect("clap requires --model or --shape");
+    let cfg = shape(name)?;
+    let dtype = match a.dtype.as_str() {
+        "bf16" => SynthDtype::Bf16,
+        "f32" => SynthDtype::F32,
+        other => anyhow::bail!("--dtype {other:?}: expected bf16 or f32"),
+    };
+    let dir = cache_dir(a.cache_dir.clone()).join(format!("synth-{name}-{}-seed0", a.dtype));
+    // model.safetensors is written last (under a temporary name, then renamed): its presence means complete.
+    if !dir.join("model.safetensors").exists() {
+        eprintln!("synthesizing a random-weight {name} ({}) into {} (once) ...", a.dtype, dir.display());
+        write_checkpoint(&cfg, dtype, 0, &dir).with_context(|| format!("synthesizing {name}"))?;
+    }
+    Ok(dir)
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.device == DeviceArg::Cuda {
+        let msg = "--device cuda: no CUDA device/backend is available in this build, so no GPU row was run \
+                   (the GPU rows time graph replays with CUDA events; run on a machine with a device and the \
+                   cuda backend)";
+        println!("SKIP: {msg}");
+        if let Some(path) = &a.json {
+            let doc = serde_json::json!({"engine": "latentmas", "device": "cuda", "skipped": msg});
+            write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        }
+        return Ok(());
+    }
+    if a.device.kind()? != latentmas::engine::DeviceKind::Cpu {
+        anyhow::bail!(
+            "--device emu: the bench measures the cpu backend; emu runs emulated kernels, for tests, not speed"
+        );
+    }
+    set_threads(a.threads);
+    let opts = BenchOptions { runs: a.runs, steps: a.steps.max(1), end_to_end: !a.no_e2e, ..Default::default() };
+    // Read the comparison first: a bad file should fail before minutes of measuring.
+    let theirs: Option<serde_json::Value> = match &a.compare {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?)
+        }
+        None => None,
+    };
+    let dir = model_dir(&a)?;
+    // A one-slot engine first, to size the KV buffer from the workloads' needs.
+    let probe = Engine::open(&dir, KvBudget::Tokens(1))?;
+    let slots = bench::needed_slots(&probe, &opts)?;
+    drop(probe);
+    let mut engine = Engine::open(&dir, KvBudget::Tokens(slots))?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = bench::run(&mut engine, &opts, |what| bar.set_message(format!("measuring {what} ...")))?;
+    bar.finish_and_clear();
+    println!("{}", report.table());
+    if let Some(theirs) = &theirs {
+        println!("{}", bench::compare_table(&report, theirs));
+    }
+    if let Some(path) = &a.json {
+        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
