@@ -120,6 +120,8 @@ impl KvBuffer {
         let mut data = Vec::new();
         data.try_reserve_exact(len)
             .map_err(|_| Error::KvCapacity(format!("cannot allocate {} bytes for {slots} KV slots", len * 4)))?;
+        // Attention walks a slot's rows at a stride of a whole slot: huge pages keep that off the TLB.
+        crate::backend::cpu::mem::advise_huge_pages(&mut data);
         data.resize(len, 0.0);
         Ok(KvBuffer {
             layers: cfg.num_hidden_layers,

@@ -1,26 +1,33 @@
 //! `latentmas bench`: the machine's ceilings and the engine's workloads, measured side by side in one
 //! process, each with its share of the roofline, as a table and as JSON (see [`BenchReport`]).
 //!
-//! Operations: [`run`] (everything, on an open [`Engine`]), [`BenchReport::table`],
+//! Operations: [`run`] (everything, on an open [`Engine`]), [`synth_model`] (a cached random-weight
+//! checkpoint of a real shape), [`BenchReport::table`],
 //! [`compare_table`] (ours vs another report with the same keys, e.g. `tools/bench_transformers.py`).
 //!
 //! Rooflines: decode and latent steps stream their weights once per step, so their floor is
 //! `weight bytes / triad bandwidth`; prefill is compute bound, so its floor is `FLOPs / peak FLOP/s` of the
-//! arithmetic it uses; an end-to-end question's floor is the sum of its phases' floors.
+//! arithmetic it uses (AMX tiles for the fast bf16 prefill, f32 FMAs for the exact one); an end-to-end
+//! question's floor is the sum of its phases' floors.
 
 pub mod roofline;
 pub mod stats;
 pub mod workloads;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::cpu::amx;
+use crate::backend::cpu::matmul::Precision;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::latent::Alignment;
 use crate::mas::method::Method;
+use crate::model::matrix::WeightData;
 use crate::model::qwen3::Qwen3;
+use crate::model::synth::{self, SynthDtype};
 use roofline::Ceilings;
 use stats::Stats;
 use workloads::TokenCounts;
@@ -142,8 +149,13 @@ pub struct BenchReport {
     pub read_bandwidth_gbs: f64,
     pub peak_gflops: f64,
     pub peak_bf16_gflops: Option<f64>,
+    pub peak_amx_gflops: Option<f64>,
+    /// The arithmetic of the prefill rows: "bf16 activations, AMX" or "exact f32".
+    pub prefill_precision: String,
     pub prefill_tok_s: f64,
     pub prefill_roofline_pct: f64,
+    /// Prefill with exact f32 activations (when the default is the fast path).
+    pub prefill_exact_tok_s: Option<f64>,
     pub ttft_ms: f64,
     pub ttft_prompt_tokens: usize,
     /// Milliseconds per decode step (each row of the batch gains one token), keyed by batch size.
@@ -160,6 +172,36 @@ pub struct BenchReport {
     pub end_to_end_roofline_pct: BTreeMap<String, f64>,
     pub end_to_end_tokens: BTreeMap<String, TokenCounts>,
     pub rows: Vec<Row>,
+}
+
+/// The cache directory for synthesized models: `$XDG_CACHE_HOME/latentmas`, else `~/.cache/latentmas`,
+/// else the temporary directory.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("latentmas")
+}
+
+/// A random-weight checkpoint of `shape` (see [`crate::model::synth::shape`]) in `cache` (default
+/// [`cache_dir`]), synthesized on first use (seed 0) and reused after. `on_synth` is told when it has to
+/// be written (seconds, a 1.2 GB file for qwen3-0.6b).
+pub fn synth_model(
+    shape: &str,
+    dtype: SynthDtype,
+    cache: Option<&Path>,
+    on_synth: impl FnOnce(&Path),
+) -> Result<PathBuf> {
+    let cfg = synth::shape(shape)?;
+    let tag = if dtype == SynthDtype::Bf16 { "bf16" } else { "f32" };
+    let dir = cache.map(Path::to_path_buf).unwrap_or_else(cache_dir).join(format!("synth-{shape}-{tag}-seed0"));
+    // model.safetensors is written last (under a temporary name, then renamed): its presence means complete.
+    if !dir.join("model.safetensors").exists() {
+        on_synth(&dir);
+        synth::write_checkpoint(&cfg, dtype, 0, &dir)?;
+    }
+    Ok(dir)
 }
 
 /// `/proc/loadavg`, if readable.
@@ -187,18 +229,44 @@ pub fn run(engine: &mut Engine, opts: &BenchOptions, mut progress: impl FnMut(&s
     if let Some(s) = ceilings.bf16_gflops {
         rows.push(row("peak_bf16_gflops", "peak bf16 dot (AVX512-BF16)", "GFLOP/s", true, s, None));
     }
+    if let Some(s) = ceilings.amx_gflops {
+        rows.push(row("peak_amx_gflops", "peak bf16 tiles (AMX)", "GFLOP/s", true, s, None));
+    }
 
+    // Prefill runs at the engine's precision; its ceiling is that arithmetic's peak.
+    let precision = engine.prefill_precision;
+    let fast = precision == Precision::Bf16Activations
+        && matches!(engine.model.weights.layers.first().map(|l| &l.qkv.data), Some(WeightData::Bf16(_)))
+        && amx::available();
+    let prefill_peak = match (fast, ceilings.amx_gflops) {
+        (true, Some(a)) => a.median * 1e9,
+        _ => peak,
+    };
+    let precision_label = if fast { "bf16 activations, AMX" } else { "exact f32" };
     progress("prefill");
     let n = opts.prefill_tokens;
-    let s = workloads::prefill(engine, &workloads::synthetic_ids(n, engine.vocab_limit()), runs)?;
-    let prefill_floor = costs.prefill_flops(n) / peak;
+    let ids = workloads::synthetic_ids(n, engine.vocab_limit());
+    let s = workloads::prefill(engine, &ids, runs)?;
     let prefill = s.map(|t| n as f64 / t);
-    let prefill_pct = 100.0 * prefill_floor / s.median;
-    rows.push(row("prefill_tok_s", &format!("prefill {n} tokens"), "tok/s", true, prefill, Some(prefill_pct)));
+    let prefill_pct = 100.0 * costs.prefill_flops(n) / prefill_peak / s.median;
+    let label = format!("prefill {n} tokens ({precision_label})");
+    rows.push(row("prefill_tok_s", &label, "tok/s", true, prefill, Some(prefill_pct)));
+    let mut prefill_exact = None;
+    if fast {
+        progress("prefill, exact f32");
+        engine.prefill_precision = Precision::Exact;
+        let s = workloads::prefill(engine, &ids, runs);
+        engine.prefill_precision = precision;
+        let s = s?;
+        let pct = 100.0 * costs.prefill_flops(n) / peak / s.median;
+        let r = s.map(|t| n as f64 / t);
+        rows.push(row("prefill_exact_tok_s", &format!("prefill {n} tokens (exact f32)"), "tok/s", true, r, Some(pct)));
+        prefill_exact = Some(r.median);
+    }
 
     progress("time to first token");
     let (s, ttft_tokens) = workloads::ttft(engine, runs)?;
-    let ttft_pct = 100.0 * costs.prefill_flops(ttft_tokens) / peak / s.median;
+    let ttft_pct = 100.0 * costs.prefill_flops(ttft_tokens) / prefill_peak / s.median;
     let ttft = s.map(|t| t * 1e3);
     rows.push(row("ttft_ms", &format!("TTFT ({ttft_tokens}-token chat prompt)"), "ms", false, ttft, Some(ttft_pct)));
 
@@ -238,7 +306,7 @@ pub fn run(engine: &mut Engine, opts: &BenchOptions, mut progress: impl FnMut(&s
         for &m in Method::ALL {
             progress(&format!("end to end: {m}"));
             let (s, t) = workloads::end_to_end(engine, &align, m, opts.latent_steps, opts.new_tokens, runs)?;
-            let pct = 100.0 * costs.end_to_end_floor_s(&t, peak, bw) / s.median;
+            let pct = 100.0 * costs.end_to_end_floor_s(&t, prefill_peak, bw) / s.median;
             let label = format!(
                 "one question, {m} ({} prompt + {} latent + {} new tokens)",
                 t.prompt_tokens, t.latent_steps, t.generated_tokens
@@ -264,8 +332,11 @@ pub fn run(engine: &mut Engine, opts: &BenchOptions, mut progress: impl FnMut(&s
         read_bandwidth_gbs: ceilings.read_gbs.median,
         peak_gflops: ceilings.f32_gflops.median,
         peak_bf16_gflops: ceilings.bf16_gflops.map(|s| s.median),
+        peak_amx_gflops: ceilings.amx_gflops.map(|s| s.median),
         ceilings,
+        prefill_precision: precision_label.into(),
         prefill_tok_s: prefill.median,
+        prefill_exact_tok_s: prefill_exact,
         prefill_roofline_pct: prefill_pct,
         ttft_ms: ttft.median,
         ttft_prompt_tokens: ttft_tokens,

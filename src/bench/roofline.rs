@@ -25,6 +25,8 @@ pub struct Ceilings {
     pub f32_gflops: Stats,
     /// AVX512-BF16 dot-product peak, GFLOP/s (None where the CPU lacks it).
     pub bf16_gflops: Option<Stats>,
+    /// AMX bf16 tile peak, GFLOP/s (None where the CPU lacks it): the ceiling of the fast prefill.
+    pub amx_gflops: Option<Stats>,
 }
 
 /// Triad bandwidth in GB/s over `floats`-element arrays.
@@ -68,6 +70,17 @@ pub fn bf16_gflops(iters: usize, runs: usize) -> Option<Stats> {
     )
 }
 
+/// AMX bf16 tile peak in GFLOP/s, if the CPU has it.
+pub fn amx_gflops(iters: usize, runs: usize) -> Option<Stats> {
+    let per_iter = probe::amx_peak(1)?;
+    Some(
+        time_runs(1, runs, || {
+            probe::amx_peak(iters);
+        })
+        .map(|s| per_iter * iters as f64 / s / 1e9),
+    )
+}
+
 /// Every ceiling, `runs` times each.
 pub fn measure(runs: usize) -> Ceilings {
     Ceilings {
@@ -75,5 +88,7 @@ pub fn measure(runs: usize) -> Ceilings {
         read_gbs: read_gbs(TRIAD_FLOATS, runs),
         f32_gflops: f32_gflops(PEAK_ITERS, runs),
         bf16_gflops: bf16_gflops(PEAK_ITERS, runs),
+        // One TDPBF16PS round is 4 × 16 cycles: 1/16 of the FMA loop's iterations take as long.
+        amx_gflops: amx_gflops(PEAK_ITERS / 16, runs),
     }
 }

@@ -8,7 +8,7 @@ use latentmas::bench::{self, BenchOptions};
 use latentmas::engine::{set_threads, Engine};
 use latentmas::kv::KvBudget;
 use latentmas::model::hub::resolve_model;
-use latentmas::model::synth::{shape, write_checkpoint, SynthDtype};
+use latentmas::model::synth::SynthDtype;
 
 use super::common::{write_atomic, DeviceArg};
 
@@ -49,35 +49,21 @@ pub struct Args {
     compare: Option<PathBuf>,
 }
 
-/// The cache directory for synthesized models.
-fn cache_dir(explicit: Option<PathBuf>) -> PathBuf {
-    explicit.unwrap_or_else(|| {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("latentmas")
-    })
-}
-
 /// The model directory: `--model`, or a synthesized `--shape` (made once, reused after).
 fn model_dir(a: &Args) -> anyhow::Result<PathBuf> {
     if let Some(m) = &a.model {
         return Ok(resolve_model(m)?);
     }
     let name = a.shape.as_deref().expect("clap requires --model or --shape");
-    let cfg = shape(name)?;
     let dtype = match a.dtype.as_str() {
         "bf16" => SynthDtype::Bf16,
         "f32" => SynthDtype::F32,
         other => anyhow::bail!("--dtype {other:?}: expected bf16 or f32"),
     };
-    let dir = cache_dir(a.cache_dir.clone()).join(format!("synth-{name}-{}-seed0", a.dtype));
-    // model.safetensors is written last (under a temporary name, then renamed): its presence means complete.
-    if !dir.join("model.safetensors").exists() {
+    let dir = bench::synth_model(name, dtype, a.cache_dir.as_deref(), |dir| {
         eprintln!("synthesizing a random-weight {name} ({}) into {} (once) ...", a.dtype, dir.display());
-        write_checkpoint(&cfg, dtype, 0, &dir).with_context(|| format!("synthesizing {name}"))?;
-    }
+    })
+    .with_context(|| format!("synthesizing {name}"))?;
     Ok(dir)
 }
 

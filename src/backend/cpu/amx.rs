@@ -295,6 +295,42 @@ unsafe fn task(_: &[bf16], _: usize, _: &[u32], _: usize, _: usize, _: usize, _:
     unreachable!("available() is false off x86_64")
 }
 
+/// Peak probe: `iters` rounds of 4 independent `TDPBF16PS` on register tiles (no memory traffic) on the
+/// calling thread; returns the FLOPs done (None without AMX).
+pub fn peak_loop(iters: usize) -> Option<f64> {
+    if !available() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AMX is enabled for the process; the loop touches only tile registers.
+    unsafe {
+        use std::arch::asm;
+        asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm6",
+            "tilezero tmm7",
+            options(nostack, nomem)
+        );
+        for _ in 0..iters {
+            asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            );
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+    Some((iters * 4 * TILE * TILE * KB * 2) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

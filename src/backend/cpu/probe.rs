@@ -2,7 +2,7 @@
 //! and register-resident FMA loops (peak f32 and bf16 dot-product FLOP/s). Each runs on every thread of
 //! the current rayon pool, so the ceilings are those of the threads the engine itself uses.
 //!
-//! Operations: [`triad`], [`read_sweep`], [`fma_peak`], [`bf16_dot_peak`], [`has_bf16_dot`].
+//! Operations: [`triad`], [`read_sweep`], [`fma_peak`], [`bf16_dot_peak`], [`has_bf16_dot`], [`amx_peak`].
 
 use rayon::prelude::*;
 
@@ -114,6 +114,15 @@ pub fn bf16_dot_peak(iters: usize) -> Option<f64> {
         }
         (iters * CHAINS * 32 * 2) as f64
     });
+    Some(per_thread.iter().sum())
+}
+
+/// Like [`fma_peak`] with AMX `TDPBF16PS` tiles; `None` without AMX-BF16.
+pub fn amx_peak(iters: usize) -> Option<f64> {
+    if !super::amx::available() {
+        return None;
+    }
+    let per_thread: Vec<f64> = rayon::broadcast(|_| super::amx::peak_loop(iters).unwrap_or(0.0));
     Some(per_thread.iter().sum())
 }
 

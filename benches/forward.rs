@@ -1,0 +1,106 @@
+//! Criterion benches of whole forward steps on a Qwen3-0.6B-shaped bf16 model (random weights,
+//! synthesized once into the cache dir like `latentmas bench --shape qwen3-0.6b`; or the model in
+//! `LATENTMAS_BENCH_MODEL`): a decode step at context 300 for batch 1 and 4 (throughput: weight bytes
+//! streamed per step), and a latent step (no lm_head). The GPU group prints SKIP without a device.
+//!
+//!     cargo bench --bench forward
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use latentmas::bench::{synth_model, ModelCosts};
+use latentmas::engine::Engine;
+use latentmas::kv::{KvBudget, KvRow};
+use latentmas::latent::Alignment;
+use latentmas::model::qwen3::{Input, RowStep, Select};
+use latentmas::model::synth::SynthDtype;
+use latentmas::sample::argmax;
+
+const CONTEXT: usize = 300;
+/// Steps before a row is rewound to CONTEXT (its capacity is CONTEXT + this).
+const WINDOW: usize = 64;
+
+fn model() -> PathBuf {
+    match std::env::var_os("LATENTMAS_BENCH_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => synth_model("qwen3-0.6b", SynthDtype::Bf16, None, |d| eprintln!("synthesizing {} (once)", d.display()))
+            .expect("synthesize the bench model"),
+    }
+}
+
+/// `batch` rows holding the same CONTEXT prompt tokens.
+fn rows(engine: &mut Engine, batch: usize) -> Vec<KvRow> {
+    engine.kv.reset();
+    let mut rows: Vec<KvRow> = (0..batch).map(|_| engine.kv.reserve(CONTEXT + WINDOW).unwrap()).collect();
+    let ids = latentmas::bench::workloads::synthetic_ids(CONTEXT, engine.vocab_limit());
+    let prompts: Vec<&[u32]> = (0..batch).map(|_| ids.as_slice()).collect();
+    engine.prefill(&mut rows, &prompts, true).unwrap();
+    rows
+}
+
+fn forward(c: &mut Criterion) {
+    latentmas::engine::set_threads(None);
+    let mut engine = Engine::open(&model(), KvBudget::Tokens(4 * (CONTEXT + WINDOW))).unwrap();
+    let costs = ModelCosts::of(&engine.model);
+    let vocab = engine.model.config.vocab_size;
+    let mut g = c.benchmark_group("forward");
+    g.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(10));
+    for batch in [1usize, 4] {
+        let mut rows = rows(&mut engine, batch);
+        let mut next = vec![1u32; batch];
+        g.throughput(Throughput::Bytes(costs.decode_bytes as u64));
+        g.bench_function(BenchmarkId::new("decode_step_ctx300", batch), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    if rows[0].len >= CONTEXT + WINDOW {
+                        rows.iter_mut().for_each(|r| r.len = CONTEXT);
+                    }
+                    let mut steps: Vec<RowStep> = rows
+                        .iter_mut()
+                        .zip(&next)
+                        .map(|(row, id)| RowStep {
+                            row,
+                            input: Input::Tokens(std::slice::from_ref(id)),
+                            select: Select::Last,
+                        })
+                        .collect();
+                    engine.model.forward(&mut engine.kv, &mut engine.ws, &mut steps, true).unwrap();
+                    for (j, id) in next.iter_mut().enumerate() {
+                        *id = argmax(engine.ws.logits_row(j, vocab), vocab);
+                    }
+                }
+                t.elapsed()
+            })
+        });
+    }
+    let mut rows = rows(&mut engine, 1);
+    let hidden = engine.ws.hidden.clone();
+    let align = Alignment::identity(1.0);
+    g.throughput(Throughput::Bytes(costs.latent_bytes as u64));
+    g.bench_function("latent_step_ctx300", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let m = left.min(WINDOW);
+                rows[0].len = CONTEXT;
+                engine.ws.hidden.clone_from(&hidden);
+                let t = Instant::now();
+                engine.latent_steps(&mut rows, m, &align, |_, _| {}).unwrap();
+                total += t.elapsed();
+                left -= m;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn gpu(_c: &mut Criterion) {
+    println!("forward/gpu: SKIP (no CUDA device)");
+}
+
+criterion_group!(benches, forward, gpu);
+criterion_main!(benches);

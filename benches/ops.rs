@@ -1,0 +1,112 @@
+//! Criterion benches of the cpu ops, each reporting its rate: matmul as weight bytes/s (GEMV, the decode
+//! case) or FLOP/s (GEMM, reported by criterion as "elements/s" with one element = one FLOP), attention
+//! as KV bytes/s, RMSNorm as bytes/s. Shapes are Qwen3-0.6B's. The GPU group prints SKIP without a device.
+//!
+//!     cargo bench --bench ops                 # everything
+//!     cargo bench --bench ops -- gemv         # one group
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use half::bf16;
+use latentmas::backend::cpu::attention::{attention, AttnShape, AttnSpan};
+use latentmas::backend::cpu::matmul::{matmul_with, Precision};
+use latentmas::backend::cpu::norm::add_rms_norm;
+use latentmas::model::matrix::WeightMatrix;
+
+/// (name, output features m, input features k) of the Qwen3-0.6B projections.
+const SHAPES: &[(&str, usize, usize)] = &[("qkv", 4096, 1024), ("gate_up", 6144, 1024), ("down", 1024, 3072)];
+
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 9) % 2001) as f32 / 1e5 - 0.01)
+        .collect()
+}
+
+fn weights(m: usize, k: usize, bf: bool) -> WeightMatrix {
+    let v = values(m * k, 7);
+    if bf {
+        WeightMatrix::bf16(m, k, v.iter().map(|&x| bf16::from_f32(x)).collect())
+    } else {
+        WeightMatrix::f32(m, k, v)
+    }
+}
+
+fn gemv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemv");
+    g.sample_size(20);
+    for &(name, m, k) in SHAPES {
+        for bf in [true, false] {
+            let w = weights(m, k, bf);
+            let x = values(k, 1);
+            let mut y = vec![0f32; m];
+            g.throughput(Throughput::Bytes(w.bytes() as u64));
+            let id = BenchmarkId::new(if bf { "bf16" } else { "f32" }, name);
+            g.bench_function(id, |b| b.iter(|| matmul_with(black_box(&x), 1, &w, &mut y, Precision::Exact)));
+        }
+    }
+    g.finish();
+}
+
+fn gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(10);
+    for &(name, m, k) in SHAPES {
+        let w = weights(m, k, true);
+        for n in [4usize, 16, 256] {
+            let x = values(n * k, 2);
+            let mut y = vec![0f32; n * m];
+            g.throughput(Throughput::Elements((2 * n * m * k) as u64));
+            for (label, p) in [("exact", Precision::Exact), ("bf16-amx", Precision::Bf16Activations)] {
+                let id = BenchmarkId::new(format!("bf16-weights/{label}/n{n}"), name);
+                g.bench_function(id, |b| b.iter(|| matmul_with(black_box(&x), n, &w, &mut y, p)));
+            }
+        }
+    }
+    g.finish();
+}
+
+fn attn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention");
+    g.sample_size(20);
+    let shape = AttnShape { n_heads: 16, n_kv_heads: 8, head_dim: 128 };
+    let width = shape.n_kv_heads * shape.head_dim;
+    for (label, tokens, ctx) in
+        [("decode/ctx300", 1usize, 300usize), ("decode/ctx2000", 1, 2000), ("prefill/256", 256, 256)]
+    {
+        let k = values(ctx * width, 3);
+        let v = values(ctx * width, 4);
+        let q = values(tokens * shape.n_heads * shape.head_dim, 5);
+        let mut out = vec![0f32; q.len()];
+        let spans: Vec<AttnSpan> = (0..tokens).map(|t| AttnSpan { slot_base: 0, len: ctx - tokens + t + 1 }).collect();
+        let read: usize = spans.iter().map(|s| 2 * s.len * width * 4).sum();
+        g.throughput(Throughput::Bytes(read as u64));
+        g.bench_function(label, |b| b.iter(|| attention(black_box(&q), &k, &v, &spans, shape, &mut out)));
+    }
+    g.finish();
+}
+
+fn rmsnorm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rmsnorm");
+    let d = 1024;
+    let w = values(d, 6);
+    for n in [1usize, 256] {
+        let mut res = values(n * d, 8);
+        let delta = values(n * d, 9);
+        let mut out = vec![0f32; n * d];
+        g.throughput(Throughput::Bytes((3 * n * d * 4) as u64));
+        g.bench_function(BenchmarkId::new("add_rms_norm", n), |b| {
+            b.iter(|| add_rms_norm(black_box(&mut res), &delta, &w, 1e-6, &mut out))
+        });
+    }
+    g.finish();
+}
+
+fn gpu(_c: &mut Criterion) {
+    // The CUDA kernels have no host-callable backend in this build (and there is no device here): the GPU
+    // rows (cuBLAS GEMMs, decode attention, graph replays timed with CUDA events) are not run.
+    println!("gpu: SKIP (no CUDA device)");
+}
+
+criterion_group!(benches, gemv, gemm, attn, rmsnorm, gpu);
+criterion_main!(benches);
