@@ -10,8 +10,11 @@
 //! - Greedy tokens: fed teacher-forced (the golden token goes back in), compared only at steps whose golden
 //!   top1 − top2 margin exceeds 2 × the measured logit error bound (a smaller margin can flip under bf16).
 
+mod common;
+
 use std::path::Path;
 
+use common::Golden;
 use latentmas::backend::emu::EmuModel;
 use latentmas::kv::{KvBudget, KvBuffer};
 use latentmas::model::qwen3::{ForwardOut, Input, Qwen3, RowStep, Select, Workspace};
@@ -19,26 +22,6 @@ use latentmas::sample::argmax;
 
 /// Relative (to the golden tensor's max |value|) bound for bf16 results.
 const BF16_REL: f32 = 3e-2;
-
-struct Golden {
-    bytes: Vec<u8>,
-}
-
-impl Golden {
-    fn load(model: &str) -> Self {
-        Golden { bytes: std::fs::read(format!("tests/data/golden/{model}.safetensors")).expect("golden file") }
-    }
-    fn f32(&self, name: &str) -> Vec<f32> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
-        t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-    }
-    fn ids(&self, name: &str) -> Vec<u32> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap();
-        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
-    }
-}
 
 /// Asserts `max |got − want| ≤ BF16_REL · max |want|`; returns the relative error.
 fn assert_rel(what: &str, got: &[f32], want: &[f32]) -> f32 {
