@@ -6,20 +6,24 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::cpu::matmul::Precision;
+use crate::backend::emu::EmuModel;
 use crate::error::{Error, Result};
 use crate::kv::{KvBudget, KvBuffer, KvRow};
 use crate::latent::Alignment;
-use crate::model::qwen3::{Input, Qwen3, RowStep, Select, Workspace};
+use crate::model::qwen3::{ForwardOut, Input, Qwen3, RowStep, Select, Workspace};
 use crate::sample::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
 
 pub struct Engine {
     pub model: Qwen3,
     pub tokenizer: Tokenizer,
+    /// The KV buffer: row bookkeeping always, and the K/V themselves on the cpu device (on emu it is
+    /// [`KvBuffer::bookkeeping`] with 2-byte elements and the device keeps the bf16 buffer of the same slots).
     pub kv: KvBuffer,
     pub ws: Workspace,
     pub model_dir: PathBuf,
-    /// Arithmetic of [`Engine::prefill`]'s projections for bf16 weights. Default
+    pub device: Device,
+    /// Arithmetic of [`Engine::prefill`]'s projections for bf16 weights on the cpu device. Default
     /// [`Precision::Bf16Activations`]: activations rounded to bf16, f32 accumulation, on AMX where the
     /// CPU has it (≈ 10× the exact path; what transformers and llama.cpp do with bf16 weights). Set
     /// [`Precision::Exact`] for f32 activations everywhere. f32 weights are always exact; latent steps are
@@ -30,6 +34,31 @@ pub struct Engine {
     /// batches (AMX makes a batch-16 step memory bound). Every row of every batch size takes the same
     /// path, so a row decodes the same tokens alone and in a batch either way.
     pub decode_precision: Precision,
+}
+
+/// Which device an engine runs its forward passes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// The f32 reference backend.
+    #[default]
+    Cpu,
+    /// The cuda backend's bf16 op sequence with the kernels run by the host emulator (slow; for tests).
+    Emu,
+}
+
+/// The device state an engine holds.
+pub enum Device {
+    Cpu,
+    Emu(Box<EmuModel>),
+}
+
+impl Device {
+    pub fn kind(&self) -> DeviceKind {
+        match self {
+            Device::Cpu => DeviceKind::Cpu,
+            Device::Emu(_) => DeviceKind::Emu,
+        }
+    }
 }
 
 /// Per-row result of [`Engine::decode`].
@@ -56,6 +85,11 @@ pub fn set_threads(threads: Option<usize>) {
 impl Engine {
     /// Loads the model and tokenizer of `model_dir` and allocates the KV buffer.
     pub fn open(model_dir: &Path, budget: KvBudget) -> Result<Self> {
+        Self::open_on(model_dir, budget, DeviceKind::Cpu)
+    }
+
+    /// [`Engine::open`] on the given device.
+    pub fn open_on(model_dir: &Path, budget: KvBudget, device: DeviceKind) -> Result<Self> {
         let tokenizer = Tokenizer::load(model_dir)?;
         let model = Qwen3::load(model_dir)?;
         if tokenizer.len() > model.config.vocab_size {
@@ -65,16 +99,44 @@ impl Engine {
                 model.config.vocab_size
             )));
         }
-        let kv = KvBuffer::new(&model.config, budget)?;
+        let (kv, device) = match device {
+            DeviceKind::Cpu => (KvBuffer::new(&model.config, budget)?, Device::Cpu),
+            DeviceKind::Emu => {
+                // bf16 on the device: the engine's buffer only does the row bookkeeping
+                let kv = KvBuffer::bookkeeping(&model.config, budget, 2)?;
+                let emu = EmuModel::new(&model, kv.slots())?;
+                (kv, Device::Emu(Box::new(emu)))
+            }
+        };
         Ok(Engine {
             model,
             tokenizer,
             kv,
             ws: Workspace::default(),
             model_dir: model_dir.to_path_buf(),
+            device,
             prefill_precision: Precision::Bf16Activations,
             decode_precision: Precision::Exact,
         })
+    }
+
+    /// One forward call on the engine's device; outputs land in `ws.hidden` and `ws.logits`.
+    pub fn forward(&mut self, steps: &mut [RowStep<'_>], logits: bool) -> Result<()> {
+        self.forward_with(steps, logits, Precision::Exact)
+    }
+
+    /// [`Engine::forward`] with the cpu device's projection `precision` (the emu device is bf16 anyway).
+    pub fn forward_with(&mut self, steps: &mut [RowStep<'_>], logits: bool, precision: Precision) -> Result<()> {
+        match &mut self.device {
+            Device::Cpu => self.model.forward_with(&mut self.kv, &mut self.ws, steps, logits, precision),
+            Device::Emu(emu) => {
+                // the bookkeeping buffer checks the rows lie inside it (the emu's buffer has as many slots)
+                let ws = &mut self.ws;
+                let out =
+                    ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: ws.capture_layers.as_mut() };
+                emu.forward(steps, logits, out)
+            }
+        }
     }
 
     /// Ids that may be sampled: the tokenizer's, never the embedding's padding rows.
@@ -101,7 +163,8 @@ impl Engine {
             .zip(prompts)
             .map(|(row, p)| RowStep { row, input: Input::Tokens(p), select: Select::Last })
             .collect();
-        self.model.forward_with(&mut self.kv, &mut self.ws, &mut steps, logits, self.prefill_precision)
+        let precision = self.prefill_precision;
+        self.forward_with(&mut steps, logits, precision)
     }
 
     /// Runs `m` latent steps on every row, starting from the hidden states in `ws.hidden` (one per row, as
@@ -118,9 +181,22 @@ impl Engine {
             r.check_append(m)?;
         }
         let mut inputs = vec![0f32; rows.len() * d];
+        if let Device::Emu(emu) = &mut self.device {
+            if m > 0 {
+                emu.set_alignment(align)?;
+            }
+        }
         for _ in 0..m {
-            for (i, e) in inputs.chunks_exact_mut(d).enumerate() {
-                align.project(self.ws.hidden_row(i, d), e);
+            match &mut self.device {
+                Device::Cpu => {
+                    for (i, e) in inputs.chunks_exact_mut(d).enumerate() {
+                        align.project(self.ws.hidden_row(i, d), e);
+                    }
+                }
+                // the latent_project kernel on the device's bf16 hidden states
+                Device::Emu(emu) => emu.latent_project(rows.len(), &mut inputs)?,
+            }
+            for (i, e) in inputs.chunks_exact(d).enumerate() {
                 observe(i, e);
             }
             let mut steps: Vec<RowStep> = rows
@@ -128,7 +204,7 @@ impl Engine {
                 .zip(inputs.chunks_exact(d))
                 .map(|(row, e)| RowStep { row, input: Input::Embeddings(e), select: Select::Last })
                 .collect();
-            self.model.forward(&mut self.kv, &mut self.ws, &mut steps, false)?;
+            self.forward(&mut steps, false)?;
         }
         Ok(())
     }
@@ -188,7 +264,8 @@ impl Engine {
                 remaining = rest;
                 consumed = r + 1;
             }
-            self.model.forward_with(&mut self.kv, &mut self.ws, &mut steps, true, self.decode_precision)?;
+            let precision = self.decode_precision;
+            self.forward_with(&mut steps, true, precision)?;
             spare_steps = recycle(steps);
             for &r in &active {
                 out[r].cached += 1;

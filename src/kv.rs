@@ -92,6 +92,9 @@ pub struct KvBuffer {
     slots: usize,
     /// First slot not owned by any row (rows are carved from the front).
     next_free: usize,
+    /// Bytes per stored element: 4 (f32, this buffer's own storage) or the device buffer's (2 for bf16).
+    elem_bytes: usize,
+    /// The K/V values (cpu backend); empty for a bookkeeping-only buffer ([`KvBuffer::bookkeeping`]).
     data: Vec<f32>,
 }
 
@@ -120,7 +123,38 @@ impl KvBuffer {
         // Attention walks a slot's rows at a stride of a whole slot: huge pages keep that off the TLB.
         crate::backend::cpu::mem::advise_huge_pages(&mut data);
         data.resize(len, 0.0);
-        Ok(KvBuffer { layers: cfg.num_hidden_layers, kv_width: cfg.kv_width(), slots, next_free: 0, data })
+        Ok(KvBuffer {
+            layers: cfg.num_hidden_layers,
+            kv_width: cfg.kv_width(),
+            slots,
+            next_free: 0,
+            elem_bytes: 4,
+            data,
+        })
+    }
+
+    /// Row bookkeeping for a buffer that lives elsewhere (a device's, with `elem_bytes` per element): the same
+    /// slots, rows and capacity checks, no storage. [`KvBuffer::layer`], [`KvBuffer::layer_mut`] and
+    /// [`KvBuffer::splice`] must not be used on it (they panic / fail).
+    pub fn bookkeeping(cfg: &Qwen3Config, budget: KvBudget, elem_bytes: usize) -> Result<Self> {
+        let per_token = (cfg.num_hidden_layers * 2 * cfg.kv_width() * elem_bytes) as u64;
+        let slots = match budget {
+            KvBudget::Tokens(t) => t,
+            KvBudget::Bytes(b) => (b / per_token) as usize,
+        };
+        if slots == 0 {
+            return Err(Error::KvCapacity(format!(
+                "--kv-budget {budget:?} holds no token (one token needs {per_token} bytes)"
+            )));
+        }
+        Ok(KvBuffer {
+            layers: cfg.num_hidden_layers,
+            kv_width: cfg.kv_width(),
+            slots,
+            next_free: 0,
+            elem_bytes,
+            data: Vec::new(),
+        })
     }
 
     /// Total slots.
@@ -135,12 +169,12 @@ impl KvBuffer {
 
     /// Bytes of the whole allocation.
     pub fn bytes(&self) -> u64 {
-        (self.data.len() * std::mem::size_of::<f32>()) as u64
+        self.bytes_for(self.slots)
     }
 
     /// Bytes that `tokens` filled slots occupy.
     pub fn bytes_for(&self, tokens: usize) -> u64 {
-        (tokens * self.layers * 2 * self.kv_width * std::mem::size_of::<f32>()) as u64
+        (tokens * self.layers * 2 * self.kv_width * self.elem_bytes) as u64
     }
 
     /// Carves a new row of `capacity` slots, positions starting at 0.
@@ -185,6 +219,11 @@ impl KvBuffer {
     /// Moves `len` slots from `src` to `dst` in every layer's K and V (ranges may overlap). The cpu twin of the
     /// CUDA splice kernel; used to compact a row.
     pub fn splice(&mut self, src: usize, dst: usize, len: usize) -> Result<()> {
+        if self.data.is_empty() {
+            return Err(Error::InvalidArgument(
+                "splice on a bookkeeping-only KV buffer (the device owns the K/V)".into(),
+            ));
+        }
         if src + len > self.slots || dst + len > self.slots {
             return Err(Error::KvCapacity(format!(
                 "splice [{src}, {}) → [{dst}, {}) is outside the {} slots",

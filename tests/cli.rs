@@ -212,3 +212,42 @@ fn kernels_lists_every_kernel_with_resources() {
         assert_eq!((r["spill_stores"].as_u64(), r["spill_loads"].as_u64()), (Some(0), Some(0)), "{r} spills");
     }
 }
+
+/// `--device emu` runs the whole LatentMAS pipeline on the emulated cuda path: its trace has the cpu's prompt
+/// ids and KV lengths for every agent (generated ids may differ where the greedy margin is below the bf16
+/// error; tests/emu_backend.rs checks those with margins).
+#[test]
+fn run_on_the_emu_device_traces_like_cpu() {
+    let dir = scratch("emu_trace");
+    let mut traces = Vec::new();
+    for device in ["cpu", "emu"] {
+        let path = dir.join(format!("trace_{device}.json"));
+        ok(&[
+            "run",
+            "--model",
+            TINY,
+            "--question",
+            "What is 12 plus 30?",
+            "--method",
+            "latent",
+            "--latent-steps",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--device",
+            device,
+            "--trace",
+            path.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        traces.push(v);
+    }
+    let (c, e) = (&traces[0]["agents"], &traces[1]["agents"]);
+    assert_eq!(c.as_array().unwrap().len(), e.as_array().unwrap().len());
+    for (x, y) in c.as_array().unwrap().iter().zip(e.as_array().unwrap()) {
+        for key in ["role", "prompt_ids", "kv_len_before"] {
+            assert_eq!(x[key], y[key], "{key}");
+        }
+        assert_eq!(x["latent_inputs"].as_array().map(|a| a.len()), y["latent_inputs"].as_array().map(|a| a.len()));
+    }
+}

@@ -1,34 +1,17 @@
 //! The cpu forward against transformers' own Qwen3 (goldens from tools/golden.py; see
 //! tests/data/golden/README.md for provenance, shapes and the tolerances used here).
 
+mod common;
+
 use std::path::Path;
 
+use common::Golden;
 use latentmas::kv::{KvBudget, KvBuffer};
 use latentmas::model::qwen3::{Input, Qwen3, RowStep, Select, Workspace};
 use latentmas::sample::argmax;
 
 /// |rust − golden| bound for f32 logits, hidden states and K/V (values are O(1)).
 const F32_TOL: f32 = 1e-5;
-
-struct Golden {
-    bytes: Vec<u8>,
-}
-
-impl Golden {
-    fn load(model: &str) -> Self {
-        Golden { bytes: std::fs::read(format!("tests/data/golden/{model}.safetensors")).expect("golden file") }
-    }
-    fn f32(&self, name: &str) -> Vec<f32> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
-        t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-    }
-    fn ids(&self, name: &str) -> Vec<u32> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap();
-        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
-    }
-}
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");

@@ -141,7 +141,7 @@ pub fn decode(engine: &mut Engine, batch: usize, context: usize, steps: usize, r
                 .map(|(row, id)| RowStep { row, input: Input::Tokens(std::slice::from_ref(id)), select: Select::Last })
                 .collect();
             let p = engine.decode_precision;
-            if let Err(e) = engine.model.forward_with(&mut engine.kv, &mut engine.ws, &mut s, true, p) {
+            if let Err(e) = engine.forward_with(&mut s, true, p) {
                 err.get_or_insert(e);
                 return;
             }

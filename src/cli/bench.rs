@@ -79,7 +79,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    a.device.require_cpu()?;
+    if a.device.kind()? != latentmas::engine::DeviceKind::Cpu {
+        anyhow::bail!(
+            "--device emu: the bench measures the cpu backend; emu runs emulated kernels, for tests, not speed"
+        );
+    }
     set_threads(a.threads);
     let opts = BenchOptions { runs: a.runs, steps: a.steps.max(1), end_to_end: !a.no_e2e, ..Default::default() };
     // Read the comparison first: a bad file should fail before minutes of measuring.

@@ -44,22 +44,36 @@ pub enum DeviceArg {
     Cuda,
     /// cuda when a device is usable, else cpu (with a notice).
     Auto,
+    /// The cuda backend's bf16 op sequence with its kernels run by the host emulator (slow; for checking the
+    /// GPU path without a GPU).
+    Emu,
 }
 
 impl DeviceArg {
-    /// This build runs the cpu backend; cuda fails in one clear line, auto falls back with a notice.
-    pub fn require_cpu(&self) -> anyhow::Result<()> {
+    /// The engine device for this flag: cpu and emu run; cuda fails in one clear line (no driver/device, no
+    /// kernels in this build, or, with all of them, the forward not implemented yet); auto falls back to cpu
+    /// with a notice.
+    pub fn kind(&self) -> anyhow::Result<latentmas::engine::DeviceKind> {
+        use latentmas::engine::DeviceKind;
         match self {
-            DeviceArg::Cpu => Ok(()),
+            DeviceArg::Cpu => Ok(DeviceKind::Cpu),
+            DeviceArg::Emu => Ok(DeviceKind::Emu),
             DeviceArg::Auto => {
-                eprintln!(
-                    "note: --device auto: using the cpu backend (the cuda backend is not available in this build)"
-                );
-                Ok(())
+                let why = match latentmas::backend::cuda::probe() {
+                    Err(e) => e.to_string(),
+                    Ok(info) => format!("{} found, but the cuda forward is not implemented yet", info.name),
+                };
+                eprintln!("note: --device auto: using the cpu backend ({why})");
+                Ok(DeviceKind::Cpu)
             }
-            DeviceArg::Cuda => anyhow::bail!(
-                "--device cuda: the cuda backend is not available in this build yet; use --device cpu (or auto)"
-            ),
+            DeviceArg::Cuda => match latentmas::backend::cuda::probe() {
+                Err(e) => anyhow::bail!("--device cuda: {e}"),
+                Ok(info) => anyhow::bail!(
+                    "--device cuda: {} found, but the cuda forward is not implemented yet; use --device cpu (or emu, \
+                     which runs its kernels emulated)",
+                    info.name
+                ),
+            },
         }
     }
 }

@@ -7,7 +7,7 @@ use latentmas::engine::{set_threads, Engine};
 use latentmas::kv::KvBudget;
 use latentmas::model::hub::resolve_model;
 
-use super::common::SamplingArgs;
+use super::common::{DeviceArg, SamplingArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,10 +30,13 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     set_threads(a.threads);
+    let device = a.device.kind()?;
     let params = a.sampling.params()?;
     let dir = resolve_model(&a.model)?;
     // Render first with the tokenizer alone so the KV buffer is sized exactly.
@@ -42,7 +45,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let prompt_ids = tokenizer.encode(&text)?;
     drop(tokenizer);
     let need = prompt_ids.len() + a.max_new_tokens;
-    let mut engine = Engine::open(&dir, KvBudget::Tokens(need))?;
+    let mut engine = Engine::open_on(&dir, KvBudget::Tokens(need), device)?;
     let mut row = [engine.kv.reserve(need)?];
     let t0 = Instant::now();
     engine.prefill(&mut row, &[&prompt_ids], true)?;

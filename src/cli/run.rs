@@ -147,7 +147,7 @@ impl MethodArgs {
     /// small), opens the engine and, for LatentMAS, the alignment.
     pub fn open(&self, cfg: &RunConfig, questions: &[String]) -> anyhow::Result<Session> {
         set_threads(self.threads);
-        self.device.require_cpu()?;
+        let device = self.device.kind()?;
         let prompts = match &self.prompts {
             Some(p) => PromptSet::from_file(p)?,
             None => PromptSet::builtin(),
@@ -177,7 +177,7 @@ impl MethodArgs {
                 self.kv_budget
             );
         }
-        let engine = Engine::open(&dir, budget)?;
+        let engine = Engine::open_on(&dir, budget, device)?;
         let align = if cfg.method == Method::Latent {
             let realign = self.realign && !self.no_realign;
             let (al, cache) = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), realign)?;

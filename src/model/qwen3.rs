@@ -20,14 +20,14 @@ use std::path::Path;
 use super::config::Qwen3Config;
 use super::weights::Weights;
 use crate::backend::cpu::{
-    activation::swiglu,
-    attention::{attention, AttnShape, AttnSpan},
-    matmul::{matmul_with, Precision},
-    norm::{add_rms_norm, rms_norm},
-    qk::{qk_norm_rope_write_kv, QkvShape},
+    attention::AttnSpan,
+    matmul::Precision,
+    ops::{CpuOps, CpuScratch},
     rope,
 };
+use crate::backend::{Acts, CallLayout, ForwardOps, Linear, Norm};
 use crate::error::{Error, Result};
+use crate::kernels::Row;
 use crate::kv::{KvBuffer, KvRow};
 
 /// What a row feeds in this call.
@@ -56,19 +56,9 @@ pub struct RowStep<'a> {
 /// Reused buffers: a decode step allocates nothing once these have grown to size.
 #[derive(Default)]
 pub struct Workspace {
-    x: Vec<f32>,
-    xn: Vec<f32>,
-    qkv: Vec<f32>,
-    q: Vec<f32>,
-    attn: Vec<f32>,
-    delta: Vec<f32>,
-    gate_up: Vec<f32>,
-    act: Vec<f32>,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-    slots: Vec<usize>,
-    spans: Vec<AttnSpan>,
-    selected: Vec<usize>,
+    acts: Acts<Vec<f32>>,
+    cpu: CpuScratch,
+    layout: CallLayout,
     /// Final-norm hidden states of the selected positions, `[selected, D]`.
     pub hidden: Vec<f32>,
     /// Logits of the selected positions, `[selected, vocab]` (empty when not asked for).
@@ -88,11 +78,6 @@ impl Workspace {
     pub fn logits_row(&self, i: usize, vocab: usize) -> &[f32] {
         &self.logits[i * vocab..(i + 1) * vocab]
     }
-}
-
-fn fit(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    v.resize(len, 0.0);
-    &mut v[..len]
 }
 
 /// A loaded Qwen3 causal LM.
@@ -115,8 +100,13 @@ impl Qwen3 {
         Qwen3 { config, weights, inv_freq }
     }
 
-    /// Runs one forward call. Outputs land in `ws.hidden` (always) and `ws.logits` (if `logits`).
-    /// Capacity and input shapes are checked for every row before anything is computed. Exact f32
+    /// RoPE inverse frequencies, `[head_dim / 2]`.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
+    /// Runs one forward call on the cpu backend. Outputs land in `ws.hidden` (always) and `ws.logits` (if
+    /// `logits`). Capacity and input shapes are checked for every row before anything is computed. Exact f32
     /// arithmetic throughout (see [`Qwen3::forward_with`]).
     pub fn forward(
         &self,
@@ -141,154 +131,170 @@ impl Qwen3 {
         logits: bool,
         precision: Precision,
     ) -> Result<()> {
-        let cfg = &self.config;
-        let d = cfg.hidden_size;
-        let half = cfg.head_dim / 2;
-        // 0. validate and lay out the tokens of all rows
-        let mut n = 0;
-        for s in steps.iter() {
-            let len = match s.input {
-                Input::Tokens(ids) => {
-                    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-                        return Err(Error::InvalidArgument(format!("token id {bad} ≥ vocab_size {}", cfg.vocab_size)));
-                    }
-                    ids.len()
-                }
-                Input::Embeddings(e) => {
-                    if e.len() % d != 0 {
-                        return Err(Error::InvalidArgument(format!(
-                            "input embeddings of length {} are not a multiple of hidden_size {d}",
-                            e.len()
-                        )));
-                    }
-                    e.len() / d
-                }
-            };
-            if len == 0 {
-                return Err(Error::InvalidArgument("a row step with no tokens".into()));
-            }
-            s.row.check_append(len)?;
-            if s.row.slot_base + s.row.capacity > kv.slots() {
-                return Err(Error::KvCapacity("row lies outside the KV buffer".into()));
-            }
-            n += len;
-        }
-        let x = fit(&mut ws.x, n * d);
-        ws.slots.clear();
-        ws.spans.clear();
-        ws.selected.clear();
-        fit(&mut ws.cos, n * half);
-        fit(&mut ws.sin, n * half);
-        let mut t = 0;
-        for s in steps.iter() {
-            let len = match s.input {
-                Input::Tokens(ids) => {
-                    for (i, &id) in ids.iter().enumerate() {
-                        self.weights.embed.row_f32(id as usize, &mut x[(t + i) * d..(t + i + 1) * d]);
-                    }
-                    ids.len()
-                }
-                Input::Embeddings(e) => {
-                    x[t * d..t * d + e.len()].copy_from_slice(e);
-                    e.len() / d
-                }
-            };
-            for i in 0..len {
-                let idx = s.row.len + i;
-                ws.slots.push(s.row.slot_base + idx);
-                ws.spans.push(AttnSpan { slot_base: s.row.slot_base, len: idx + 1 });
-                let pos = s.row.pos_base + idx;
-                let (c, sn) =
-                    (&mut ws.cos[(t + i) * half..(t + i + 1) * half], &mut ws.sin[(t + i) * half..(t + i + 1) * half]);
-                rope::angles(pos, &self.inv_freq, c, sn);
-                if s.select == Select::All || i + 1 == len {
-                    ws.selected.push(t + i);
-                }
-            }
-            t += len;
-        }
-
-        let eps = cfg.rms_norm_eps as f32;
-        let qkv_shape =
-            QkvShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
-        let attn_shape =
-            AttnShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
-        let (qw, qkvw, inter) = (cfg.q_width(), cfg.qkv_width(), cfg.intermediate_size);
-        let mut pending_delta = false;
-        for (li, layer) in self.weights.layers.iter().enumerate() {
-            // 1. input norm, fused with the previous layer's MLP residual add
-            let xn = fit(&mut ws.xn, n * d);
-            if pending_delta {
-                add_rms_norm(&mut ws.x, &ws.delta, &layer.input_norm, eps, xn);
-            } else {
-                rms_norm(&ws.x, &layer.input_norm, eps, xn);
-            }
-            if let Some(cap) = ws.capture_layers.as_mut() {
-                cap.push(ws.x.clone());
-            }
-            // 2. q|k|v projection
-            let qkv = fit(&mut ws.qkv, n * qkvw);
-            matmul_with(&ws.xn, n, &layer.qkv, qkv, precision);
-            // 3. q/k norm + RoPE + KV write
-            let (k_cache, v_cache) = kv.layer_mut(li);
-            qk_norm_rope_write_kv(
-                qkv,
-                qkv_shape,
-                &layer.q_norm,
-                &layer.k_norm,
-                eps,
-                &ws.cos,
-                &ws.sin,
-                &ws.slots,
-                k_cache,
-                v_cache,
-            );
-            let q = fit(&mut ws.q, n * qw);
-            for (dst, src) in q.chunks_exact_mut(qw).zip(ws.qkv.chunks_exact(qkvw)) {
-                dst.copy_from_slice(&src[..qw]);
-            }
-            // 4. attention over each token's row
-            let (k_cache, v_cache) = kv.layer(li);
-            let attn = fit(&mut ws.attn, n * qw);
-            attention(&ws.q, k_cache, v_cache, &ws.spans, attn_shape, attn);
-            // 5. output projection, residual add, post-attention norm
-            let delta = fit(&mut ws.delta, n * d);
-            matmul_with(&ws.attn, n, &layer.o_proj, delta, precision);
-            let xn = fit(&mut ws.xn, n * d);
-            add_rms_norm(&mut ws.x, &ws.delta, &layer.post_norm, eps, xn);
-            // 6. SwiGLU MLP; its residual add is fused into the next norm
-            let gate_up = fit(&mut ws.gate_up, n * 2 * inter);
-            matmul_with(&ws.xn, n, &layer.gate_up, gate_up, precision);
-            let act = fit(&mut ws.act, n * inter);
-            swiglu(&ws.gate_up, inter, act);
-            let delta = fit(&mut ws.delta, n * d);
-            matmul_with(&ws.act, n, &layer.down, delta, precision);
-            pending_delta = true;
-        }
-        // final norm (fused with the last residual add) for all positions, then keep the selected ones
-        let xn = fit(&mut ws.xn, n * d);
-        add_rms_norm(&mut ws.x, &ws.delta, &self.weights.final_norm, eps, xn);
-        if let Some(cap) = ws.capture_layers.as_mut() {
-            cap.push(ws.x.clone());
-        }
-        let sel = ws.selected.len();
-        let hidden = fit(&mut ws.hidden, sel * d);
-        for (dst, &i) in hidden.chunks_exact_mut(d).zip(&ws.selected) {
-            dst.copy_from_slice(&ws.xn[i * d..(i + 1) * d]);
-        }
-        if logits {
-            let head = self.weights.lm_head();
-            let out = fit(&mut ws.logits, sel * head.rows);
-            matmul_with(&ws.hidden, sel, head, out, precision);
-        } else {
-            ws.logits.clear();
-        }
-        for s in steps.iter_mut() {
-            s.row.len += match s.input {
-                Input::Tokens(ids) => ids.len(),
-                Input::Embeddings(e) => e.len() / d,
-            };
-        }
+        plan_call(&self.config, kv.slots(), steps, &mut ws.layout)?;
+        let mut ops = CpuOps {
+            cfg: &self.config,
+            weights: &self.weights,
+            inv_freq: &self.inv_freq,
+            kv,
+            scratch: &mut ws.cpu,
+            precision,
+        };
+        let out = ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: ws.capture_layers.as_mut() };
+        forward_ops(&self.config, &mut ops, &mut ws.acts, &ws.layout, steps, logits, out)?;
+        commit_call(steps, self.config.hidden_size);
         Ok(())
     }
+}
+
+/// Where a forward call's host outputs go.
+pub struct ForwardOut<'a> {
+    /// Final-norm hidden states of the selected positions, `[selected, D]`.
+    pub hidden: &'a mut Vec<f32>,
+    /// Logits of the selected positions (cleared when not asked for).
+    pub logits: &'a mut Vec<f32>,
+    /// Residual stream entering each layer and after the last one, every position.
+    pub capture: Option<&'a mut Vec<Vec<f32>>>,
+}
+
+fn input_len(input: Input<'_>, d: usize) -> usize {
+    match input {
+        Input::Tokens(ids) => ids.len(),
+        Input::Embeddings(e) => e.len() / d,
+    }
+}
+
+/// Validates `steps` (ids < vocab, embedding shapes, non-empty, capacity) and lays out their tokens in
+/// `layout`. Nothing is modified on failure except `layout`.
+pub fn plan_call(cfg: &Qwen3Config, kv_slots: usize, steps: &[RowStep<'_>], layout: &mut CallLayout) -> Result<()> {
+    let d = cfg.hidden_size;
+    for s in steps.iter() {
+        match s.input {
+            Input::Tokens(ids) => {
+                if let Some(&bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                    return Err(Error::InvalidArgument(format!("token id {bad} ≥ vocab_size {}", cfg.vocab_size)));
+                }
+            }
+            Input::Embeddings(e) => {
+                if e.len() % d != 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "input embeddings of length {} are not a multiple of hidden_size {d}",
+                        e.len()
+                    )));
+                }
+            }
+        }
+        let len = input_len(s.input, d);
+        if len == 0 {
+            return Err(Error::InvalidArgument("a row step with no tokens".into()));
+        }
+        s.row.check_append(len)?;
+        if s.row.slot_base + s.row.capacity > kv_slots {
+            return Err(Error::KvCapacity("row lies outside the KV buffer".into()));
+        }
+    }
+    layout.rows.clear();
+    layout.slots.clear();
+    layout.positions.clear();
+    layout.spans.clear();
+    layout.selected.clear();
+    layout.max_q_len = 0;
+    layout.max_kv_len = 0;
+    let mut t = 0;
+    for s in steps.iter() {
+        let len = input_len(s.input, d);
+        layout.rows.push(Row {
+            q_start: t as u32,
+            q_len: len as u32,
+            slot_base: s.row.slot_base as u32,
+            past_len: s.row.len as u32,
+            pos_base: s.row.pos_base as u32,
+            _pad: 0,
+        });
+        for i in 0..len {
+            let idx = s.row.len + i;
+            layout.slots.push(s.row.slot_base + idx);
+            layout.spans.push(AttnSpan { slot_base: s.row.slot_base, len: idx + 1 });
+            layout.positions.push(s.row.pos_base + idx);
+            if s.select == Select::All || i + 1 == len {
+                layout.selected.push(t + i);
+            }
+        }
+        layout.max_q_len = layout.max_q_len.max(len);
+        layout.max_kv_len = layout.max_kv_len.max(s.row.len + len);
+        t += len;
+    }
+    layout.n_tokens = t;
+    Ok(())
+}
+
+/// Advances each row's length by the tokens it fed (after a successful forward).
+pub fn commit_call(steps: &mut [RowStep<'_>], d: usize) {
+    for s in steps.iter_mut() {
+        s.row.len += input_len(s.input, d);
+    }
+}
+
+/// The Qwen3 forward, written once against [`ForwardOps`]: every backend runs exactly this op sequence.
+/// `layout` comes from [`plan_call`]; `steps` are the call's rows in row order.
+pub fn forward_ops<B: ForwardOps>(
+    cfg: &Qwen3Config,
+    ops: &mut B,
+    a: &mut Acts<B::Act>,
+    layout: &CallLayout,
+    steps: &[RowStep<'_>],
+    logits: bool,
+    mut out: ForwardOut<'_>,
+) -> Result<()> {
+    let (n, d) = (layout.n_tokens, cfg.hidden_size);
+    ops.begin(layout)?;
+    // 0. input embeddings                                                    (n, D)
+    ops.embed(steps, layout, &mut a.x)?;
+    for li in 0..cfg.num_hidden_layers {
+        // 1. input norm, fused with the previous layer's MLP residual add       (n, D)
+        if li == 0 {
+            ops.rms_norm(&a.x, Norm::Input(li), n, &mut a.xn)?;
+        } else {
+            ops.add_rms_norm(&mut a.x, &a.delta, Norm::Input(li), n, &mut a.xn)?;
+        }
+        if let Some(cap) = out.capture.as_mut() {
+            let mut v = Vec::new();
+            ops.read(&a.x, n * d, &mut v)?;
+            cap.push(v);
+        }
+        // 2. q|k|v projection                                                   (n, (H + 2·KVH)·d)
+        ops.linear(&a.xn, n, Linear::Qkv(li), &mut a.qkv)?;
+        // 3. q/k norm + RoPE in place, K/V written to each token's slot
+        ops.qk_norm_rope_kv(li, &mut a.qkv, layout)?;
+        // 4. attention over each token's row                                    (n, H·d)
+        ops.attention(li, &a.qkv, layout, &mut a.attn)?;
+        // 5. output projection, residual add, post-attention norm               (n, D)
+        ops.linear(&a.attn, n, Linear::O(li), &mut a.delta)?;
+        ops.add_rms_norm(&mut a.x, &a.delta, Norm::Post(li), n, &mut a.xn)?;
+        // 6. SwiGLU MLP; its residual add is fused into the next norm            (n, 2·I) → (n, I) → (n, D)
+        ops.linear(&a.xn, n, Linear::GateUp(li), &mut a.gate_up)?;
+        ops.swiglu(&a.gate_up, n, &mut a.act)?;
+        ops.linear(&a.act, n, Linear::Down(li), &mut a.delta)?;
+    }
+    // 7. final norm (fused with the last residual add) for all positions, then keep the selected ones
+    if cfg.num_hidden_layers == 0 {
+        ops.rms_norm(&a.x, Norm::Final, n, &mut a.xn)?;
+    } else {
+        ops.add_rms_norm(&mut a.x, &a.delta, Norm::Final, n, &mut a.xn)?;
+    }
+    if let Some(cap) = out.capture.as_mut() {
+        let mut v = Vec::new();
+        ops.read(&a.x, n * d, &mut v)?;
+        cap.push(v);
+    }
+    let sel = layout.selected.len();
+    ops.gather_rows(&a.xn, &layout.selected, &mut a.hidden)?;
+    ops.read(&a.hidden, sel * d, out.hidden)?;
+    // 8. logits of the selected positions                                     (sel, vocab)
+    if logits {
+        ops.logits(&a.hidden, sel, out.logits)?;
+    } else {
+        out.logits.clear();
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod attention;
 pub mod matmul;
 pub mod mem;
 pub mod norm;
+pub mod ops;
 pub mod probe;
 pub mod qk;
 pub mod rope;

@@ -1,0 +1,186 @@
+//! The cpu backend as a [`ForwardOps`]: f32 activations in host `Vec`s, the f32 KV buffer of [`KvBuffer`],
+//! and exactly the functions of this module's siblings (the reference numerics the golden tests pin).
+
+use super::{
+    activation::swiglu,
+    attention::{attention, AttnShape},
+    matmul::{matmul_with, Precision},
+    norm::{add_rms_norm, rms_norm},
+    qk::{qk_norm_rope_write_kv, QkvShape},
+    rope,
+};
+use crate::backend::{CallLayout, ForwardOps, Linear, Norm};
+use crate::error::Result;
+use crate::kv::KvBuffer;
+use crate::model::config::Qwen3Config;
+use crate::model::matrix::WeightMatrix;
+use crate::model::qwen3::{Input, RowStep};
+use crate::model::weights::Weights;
+
+/// Reused host scratch of the cpu ops (a decode step allocates nothing once grown).
+#[derive(Default)]
+pub struct CpuScratch {
+    q: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// The cpu ops over borrowed weights and KV buffer.
+pub struct CpuOps<'a> {
+    pub cfg: &'a Qwen3Config,
+    pub weights: &'a Weights,
+    pub inv_freq: &'a [f32],
+    pub kv: &'a mut KvBuffer,
+    pub scratch: &'a mut CpuScratch,
+    /// Arithmetic of every matmul with bf16 weights (the layers' projections and the lm_head).
+    pub precision: Precision,
+}
+
+pub(crate) fn fit(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    v.resize(len, 0.0);
+    &mut v[..len]
+}
+
+impl CpuOps<'_> {
+    fn norm(&self, w: Norm) -> &[f32] {
+        match w {
+            Norm::Input(l) => &self.weights.layers[l].input_norm,
+            Norm::Post(l) => &self.weights.layers[l].post_norm,
+            Norm::Final => &self.weights.final_norm,
+        }
+    }
+    fn matrix(&self, w: Linear) -> &WeightMatrix {
+        match w {
+            Linear::Qkv(l) => &self.weights.layers[l].qkv,
+            Linear::O(l) => &self.weights.layers[l].o_proj,
+            Linear::GateUp(l) => &self.weights.layers[l].gate_up,
+            Linear::Down(l) => &self.weights.layers[l].down,
+        }
+    }
+    fn eps(&self) -> f32 {
+        self.cfg.rms_norm_eps as f32
+    }
+}
+
+impl ForwardOps for CpuOps<'_> {
+    type Act = Vec<f32>;
+
+    fn begin(&mut self, layout: &CallLayout) -> Result<()> {
+        let half = self.cfg.head_dim / 2;
+        let n = layout.n_tokens;
+        let cos = fit(&mut self.scratch.cos, n * half);
+        let sin = fit(&mut self.scratch.sin, n * half);
+        for (t, &pos) in layout.positions.iter().enumerate() {
+            rope::angles(pos, self.inv_freq, &mut cos[t * half..(t + 1) * half], &mut sin[t * half..(t + 1) * half]);
+        }
+        Ok(())
+    }
+
+    fn embed(&mut self, steps: &[RowStep<'_>], layout: &CallLayout, x: &mut Vec<f32>) -> Result<()> {
+        let d = self.cfg.hidden_size;
+        let x = fit(x, layout.n_tokens * d);
+        for (input, row) in steps.iter().map(|s| &s.input).zip(&layout.rows) {
+            let t = row.q_start as usize;
+            match *input {
+                Input::Tokens(ids) => {
+                    for (i, &id) in ids.iter().enumerate() {
+                        self.weights.embed.row_f32(id as usize, &mut x[(t + i) * d..(t + i + 1) * d]);
+                    }
+                }
+                Input::Embeddings(e) => x[t * d..t * d + e.len()].copy_from_slice(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn rms_norm(&mut self, x: &Vec<f32>, w: Norm, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        let out = fit(out, rows * self.cfg.hidden_size);
+        rms_norm(x, self.norm(w), self.eps(), out);
+        Ok(())
+    }
+
+    fn add_rms_norm(
+        &mut self,
+        residual: &mut Vec<f32>,
+        delta: &Vec<f32>,
+        w: Norm,
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let out = fit(out, rows * self.cfg.hidden_size);
+        add_rms_norm(residual, delta, self.norm(w), self.eps(), out);
+        Ok(())
+    }
+
+    fn linear(&mut self, x: &Vec<f32>, rows: usize, w: Linear, out: &mut Vec<f32>) -> Result<()> {
+        let m = self.matrix(w);
+        let out = fit(out, rows * m.rows);
+        matmul_with(x, rows, m, out, self.precision);
+        Ok(())
+    }
+
+    fn qk_norm_rope_kv(&mut self, layer: usize, qkv: &mut Vec<f32>, layout: &CallLayout) -> Result<()> {
+        let cfg = self.cfg;
+        let shape =
+            QkvShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
+        let lw = &self.weights.layers[layer];
+        let (k_cache, v_cache) = self.kv.layer_mut(layer);
+        qk_norm_rope_write_kv(
+            qkv,
+            shape,
+            &lw.q_norm,
+            &lw.k_norm,
+            cfg.rms_norm_eps as f32,
+            &self.scratch.cos,
+            &self.scratch.sin,
+            &layout.slots,
+            k_cache,
+            v_cache,
+        );
+        Ok(())
+    }
+
+    fn attention(&mut self, layer: usize, qkv: &Vec<f32>, layout: &CallLayout, out: &mut Vec<f32>) -> Result<()> {
+        let cfg = self.cfg;
+        let (qw, qkvw, n) = (cfg.q_width(), cfg.qkv_width(), layout.n_tokens);
+        let q = fit(&mut self.scratch.q, n * qw);
+        for (dst, src) in q.chunks_exact_mut(qw).zip(qkv.chunks_exact(qkvw)) {
+            dst.copy_from_slice(&src[..qw]);
+        }
+        let shape =
+            AttnShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
+        let (k_cache, v_cache) = self.kv.layer(layer);
+        let out = fit(out, n * qw);
+        attention(&self.scratch.q, k_cache, v_cache, &layout.spans, shape, out);
+        Ok(())
+    }
+
+    fn swiglu(&mut self, gate_up: &Vec<f32>, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        let inter = self.cfg.intermediate_size;
+        let out = fit(out, rows * inter);
+        swiglu(gate_up, inter, out);
+        Ok(())
+    }
+
+    fn gather_rows(&mut self, x: &Vec<f32>, rows: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        let d = self.cfg.hidden_size;
+        let out = fit(out, rows.len() * d);
+        for (dst, &i) in out.chunks_exact_mut(d).zip(rows) {
+            dst.copy_from_slice(&x[i * d..(i + 1) * d]);
+        }
+        Ok(())
+    }
+
+    fn logits(&mut self, hidden: &Vec<f32>, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        let head = self.weights.lm_head();
+        let out = fit(out, rows * head.rows);
+        matmul_with(hidden, rows, head, out, self.precision);
+        Ok(())
+    }
+
+    fn read(&mut self, a: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
+        out.clear();
+        out.extend_from_slice(&a[..len]);
+        Ok(())
+    }
+}
