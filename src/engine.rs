@@ -125,10 +125,24 @@ impl Engine {
         self.forward_with(steps, logits, Precision::Exact)
     }
 
-    /// [`Engine::forward`] with the cpu device's projection `precision` (the emu device is bf16 anyway).
+    /// [`Engine::forward`] with the cpu device's `precision` for every bf16 matmul (the emu device is
+    /// bf16 anyway).
     pub fn forward_with(&mut self, steps: &mut [RowStep<'_>], logits: bool, precision: Precision) -> Result<()> {
+        self.forward_split(steps, logits, precision, precision)
+    }
+
+    /// [`Engine::forward_with`] with separate precisions for the layers' projections and the lm_head.
+    pub fn forward_split(
+        &mut self,
+        steps: &mut [RowStep<'_>],
+        logits: bool,
+        precision: Precision,
+        head_precision: Precision,
+    ) -> Result<()> {
         match &mut self.device {
-            Device::Cpu => self.model.forward_with(&mut self.kv, &mut self.ws, steps, logits, precision),
+            Device::Cpu => {
+                self.model.forward_split(&mut self.kv, &mut self.ws, steps, logits, precision, head_precision)
+            }
             Device::Emu(emu) => {
                 // the bookkeeping buffer checks the rows lie inside it (the emu's buffer has as many slots)
                 let ws = &mut self.ws;
@@ -163,8 +177,9 @@ impl Engine {
             .zip(prompts)
             .map(|(row, p)| RowStep { row, input: Input::Tokens(p), select: Select::Last })
             .collect();
+        // The projections at the prefill precision; the lm_head (one row per prompt) exact.
         let precision = self.prefill_precision;
-        self.forward_with(&mut steps, logits, precision)
+        self.forward_split(&mut steps, logits, precision, Precision::Exact)
     }
 
     /// Runs `m` latent steps on every row, starting from the hidden states in `ws.hidden` (one per row, as

@@ -120,9 +120,8 @@ impl Qwen3 {
 
     /// [`Qwen3::forward`] with `precision` for every matmul with bf16 weights (the layers' q|k|v, o,
     /// gate|up, down projections and the lm_head); everything else (norms, RoPE, attention) is always
-    /// exact f32.
-    /// [`Precision::Bf16Activations`] is the fast prefill: ~10× the FLOP/s on AMX, activations rounded to
-    /// bf16 before each projection. A row's result never depends on the other rows of the call.
+    /// exact f32. [`Precision::Bf16Activations`] runs them on AMX (~10× the FLOP/s), activations rounded
+    /// to bf16 first. A row's result never depends on the other rows of the call.
     pub fn forward_with(
         &self,
         kv: &mut KvBuffer,
@@ -130,6 +129,20 @@ impl Qwen3 {
         steps: &mut [RowStep<'_>],
         logits: bool,
         precision: Precision,
+    ) -> Result<()> {
+        self.forward_split(kv, ws, steps, logits, precision, precision)
+    }
+
+    /// [`Qwen3::forward_with`] with separate precisions for the layers' projections and the lm_head (the
+    /// engine's prefill runs its projections fast and the head exact: one or a few rows, memory bound).
+    pub fn forward_split(
+        &self,
+        kv: &mut KvBuffer,
+        ws: &mut Workspace,
+        steps: &mut [RowStep<'_>],
+        logits: bool,
+        precision: Precision,
+        head_precision: Precision,
     ) -> Result<()> {
         plan_call(&self.config, kv.slots(), steps, &mut ws.layout)?;
         let mut ops = CpuOps {
@@ -139,6 +152,7 @@ impl Qwen3 {
             kv,
             scratch: &mut ws.cpu,
             precision,
+            head_precision,
         };
         let out = ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: ws.capture_layers.as_mut() };
         forward_ops(&self.config, &mut ops, &mut ws.acts, &ws.layout, steps, logits, out)?;

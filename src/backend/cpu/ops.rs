@@ -32,8 +32,10 @@ pub struct CpuOps<'a> {
     pub inv_freq: &'a [f32],
     pub kv: &'a mut KvBuffer,
     pub scratch: &'a mut CpuScratch,
-    /// Arithmetic of every matmul with bf16 weights (the layers' projections and the lm_head).
+    /// Arithmetic of the layers' projections when the weights are bf16.
     pub precision: Precision,
+    /// Arithmetic of the lm_head when it is bf16.
+    pub head_precision: Precision,
 }
 
 pub(crate) fn fit(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -174,7 +176,7 @@ impl ForwardOps for CpuOps<'_> {
     fn logits(&mut self, hidden: &Vec<f32>, rows: usize, out: &mut Vec<f32>) -> Result<()> {
         let head = self.weights.lm_head();
         let out = fit(out, rows * head.rows);
-        matmul_with(hidden, rows, head, out, self.precision);
+        matmul_with(hidden, rows, head, out, self.head_precision);
         Ok(())
     }
 
