@@ -43,6 +43,30 @@ fn main() {
 
     build_fatbin(&root, &out, &kernels, nvcc.as_deref());
     build_emulator(&kdir, &kernels, cuda_include.as_deref());
+    build_nvtx_shim(&root, cuda_include.as_deref());
+}
+
+/// csrc/nvtx_shim.c: NVTX ranges through the header-only NVTX v3 when its headers are next to the CUDA
+/// headers (the nvidia-nvtx wheel), empty functions otherwise. Links nothing but libdl (the NVTX loader).
+fn build_nvtx_shim(root: &Path, cuda_include: Option<&Path>) {
+    let src = root.join("csrc").join("nvtx_shim.c");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let mut b = cc::Build::new();
+    b.file(&src).warnings(true);
+    let nvtx = cuda_include.filter(|inc| inc.join("nvtx3").join("nvToolsExt.h").is_file());
+    match nvtx {
+        Some(inc) => {
+            b.include(inc).define("LMAS_HAVE_NVTX3", "1");
+            println!("cargo:rustc-link-lib=dylib=dl");
+        }
+        // (without any CUDA headers the missing nvcc was reported already)
+        None if cuda_include.is_some() => println!(
+            "cargo:warning=latentmas: no nvtx3 headers next to the CUDA headers: NVTX ranges are compiled out \
+             (tools/install_cuda.sh installs them)"
+        ),
+        None => {}
+    }
+    b.compile("latentmas_nvtx");
 }
 
 /// Files of `dir` with extension `ext`, sorted (a stable fatbin and object order).

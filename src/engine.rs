@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::cpu::matmul::Precision;
-use crate::backend::emu::EmuModel;
+use crate::backend::cuda::{self, nvtx, CudaModel};
+use crate::backend::emu::{self, EmuModel};
 use crate::error::{Error, Result};
 use crate::kv::{KvBudget, KvBuffer, KvRow};
 use crate::latent::Alignment;
@@ -44,12 +45,27 @@ pub enum DeviceKind {
     Cpu,
     /// The cuda backend's bf16 op sequence with the kernels run by the host emulator (slow; for tests).
     Emu,
+    /// A CUDA GPU (device 0): our kernels, cuBLAS, graphs for decode and latent steps.
+    Cuda,
 }
 
 /// The device state an engine holds.
 pub enum Device {
     Cpu,
     Emu(Box<EmuModel>),
+    Cuda(Box<CudaModel>),
+}
+
+/// Runs `$body` with `$m` bound to the device model of a kernel-running device (emu or cuda; both are a
+/// `backend::gpu::GpuModel`), or evaluates `$cpu` on the cpu device.
+macro_rules! on_device {
+    ($dev:expr, cpu => $cpu:expr, $m:ident => $body:expr) => {
+        match $dev {
+            Device::Cpu => $cpu,
+            Device::Emu($m) => $body,
+            Device::Cuda($m) => $body,
+        }
+    };
 }
 
 impl Device {
@@ -57,7 +73,19 @@ impl Device {
         match self {
             Device::Cpu => DeviceKind::Cpu,
             Device::Emu(_) => DeviceKind::Emu,
+            Device::Cuda(_) => DeviceKind::Cuda,
         }
+    }
+
+    /// Turns CUDA-graph capture of decode and latent steps on or off (kernel-running devices; default on).
+    /// Off launches every op separately, which Nsight Compute needs for per-kernel attribution.
+    pub fn set_graphs(&mut self, on: bool) {
+        on_device!(self, cpu => {}, m => m.set_graphs(on))
+    }
+
+    /// Graph captures and replays so far (zero on the cpu device).
+    pub fn graph_stats(&self) -> crate::backend::gpu::GraphStats {
+        on_device!(self, cpu => Default::default(), m => m.graph_stats())
     }
 }
 
@@ -101,11 +129,16 @@ impl Engine {
         }
         let (kv, device) = match device {
             DeviceKind::Cpu => (KvBuffer::new(&model.config, budget)?, Device::Cpu),
+            // bf16 KV on the device: the engine's buffer only does the row bookkeeping
             DeviceKind::Emu => {
-                // bf16 on the device: the engine's buffer only does the row bookkeeping
                 let kv = KvBuffer::bookkeeping(&model.config, budget, 2)?;
-                let emu = EmuModel::new(&model, kv.slots())?;
-                (kv, Device::Emu(Box::new(emu)))
+                let m = emu::new_emu_model(&model, kv.slots())?;
+                (kv, Device::Emu(Box::new(m)))
+            }
+            DeviceKind::Cuda => {
+                let kv = KvBuffer::bookkeeping(&model.config, budget, 2)?;
+                let m = cuda::new_cuda_model(&model, kv.slots())?;
+                (kv, Device::Cuda(Box::new(m)))
             }
         };
         Ok(Engine {
@@ -125,8 +158,8 @@ impl Engine {
         self.forward_with(steps, logits, Precision::Exact)
     }
 
-    /// [`Engine::forward`] with the cpu device's `precision` for every bf16 matmul (the emu device is
-    /// bf16 anyway).
+    /// [`Engine::forward`] with the cpu device's `precision` for every bf16 matmul (the emu and cuda
+    /// devices are bf16 anyway).
     pub fn forward_with(&mut self, steps: &mut [RowStep<'_>], logits: bool, precision: Precision) -> Result<()> {
         self.forward_split(steps, logits, precision, precision)
     }
@@ -139,18 +172,16 @@ impl Engine {
         precision: Precision,
         head_precision: Precision,
     ) -> Result<()> {
-        match &mut self.device {
-            Device::Cpu => {
-                self.model.forward_split(&mut self.kv, &mut self.ws, steps, logits, precision, head_precision)
-            }
-            Device::Emu(emu) => {
-                // the bookkeeping buffer checks the rows lie inside it (the emu's buffer has as many slots)
-                let ws = &mut self.ws;
+        let ws = &mut self.ws;
+        on_device!(&mut self.device,
+            cpu => self.model.forward_split(&mut self.kv, ws, steps, logits, precision, head_precision),
+            m => {
+                // the bookkeeping buffer checks the rows lie inside it (the device buffer has as many slots)
                 let out =
                     ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: ws.capture_layers.as_mut() };
-                emu.forward(steps, logits, out)
+                m.forward(steps, logits, out)
             }
-        }
+        )
     }
 
     /// Ids that may be sampled: the tokenizer's, never the embedding's padding rows.
@@ -177,6 +208,7 @@ impl Engine {
             .zip(prompts)
             .map(|(row, p)| RowStep { row, input: Input::Tokens(p), select: Select::Last })
             .collect();
+        let _range = nvtx::range("prefill");
         // The projections at the prefill precision; the lm_head (one row per prompt) exact.
         let precision = self.prefill_precision;
         self.forward_split(&mut steps, logits, precision, Precision::Exact)
@@ -195,22 +227,22 @@ impl Engine {
         for r in rows.iter() {
             r.check_append(m)?;
         }
+        let _range = nvtx::range("latent");
         let mut inputs = vec![0f32; rows.len() * d];
-        if let Device::Emu(emu) = &mut self.device {
-            if m > 0 {
-                emu.set_alignment(align)?;
-            }
+        if m > 0 {
+            on_device!(&mut self.device, cpu => {}, dev => dev.set_alignment(align)?);
         }
         for _ in 0..m {
-            match &mut self.device {
-                Device::Cpu => {
+            let ws = &self.ws;
+            on_device!(&mut self.device,
+                cpu => {
                     for (i, e) in inputs.chunks_exact_mut(d).enumerate() {
-                        align.project(self.ws.hidden_row(i, d), e);
+                        align.project(ws.hidden_row(i, d), e);
                     }
-                }
+                },
                 // the latent_project kernel on the device's bf16 hidden states
-                Device::Emu(emu) => emu.latent_project(rows.len(), &mut inputs)?,
-            }
+                dev => dev.latent_project(rows.len(), &mut inputs)?
+            );
             for (i, e) in inputs.chunks_exact(d).enumerate() {
                 observe(i, e);
             }
@@ -245,6 +277,7 @@ impl Engine {
         if max_new == 0 {
             return Ok(out);
         }
+        let _range = nvtx::range("decode");
         // `active[j]` = row index whose logits are at position j of ws.logits.
         let mut active: Vec<usize> = (0..rows.len()).collect();
         let mut still: Vec<usize> = Vec::with_capacity(rows.len());

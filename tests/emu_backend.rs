@@ -15,7 +15,7 @@ mod common;
 use std::path::Path;
 
 use common::Golden;
-use latentmas::backend::emu::EmuModel;
+use latentmas::backend::emu::new_emu_model;
 use latentmas::kv::{KvBudget, KvBuffer};
 use latentmas::model::qwen3::{ForwardOut, Input, Qwen3, RowStep, Select, Workspace};
 use latentmas::sample::argmax;
@@ -69,7 +69,7 @@ fn check_prefill_and_decode(name: &str) {
     let g = Golden::load(name);
     let cfg = m.config.clone();
     let mut kv = KvBuffer::new(&cfg, KvBudget::Tokens(64)).unwrap();
-    let mut emu = EmuModel::new(&m, kv.slots()).unwrap();
+    let mut emu = new_emu_model(&m, kv.slots()).unwrap();
     let ids = g.ids("prefill.input_ids");
     let t = ids.len();
     let mut row = kv.reserve(32).unwrap();
@@ -86,7 +86,7 @@ fn check_prefill_and_decode(name: &str) {
     assert_eq!(cap[0], want0, "{name}: embedding gather of bf16 rows must be exact");
     assert_rel(&format!("{name} prefill.hidden.1"), &cap[1], &g.f32("prefill.hidden.1"));
     for layer in 0..cfg.num_hidden_layers {
-        let (k, v) = emu.dev.kv_layer_f32(layer);
+        let (k, v) = emu.kv_layer_f32(layer).unwrap();
         for (which, plane) in [("k", k), ("v", v)] {
             let want = g.f32(&format!("prefill.{which}.{layer}"));
             let (kvh, hd) = (cfg.num_key_value_heads, cfg.head_dim);
@@ -114,7 +114,7 @@ fn check_embeddings_input(name: &str) {
     let m = model(name);
     let g = Golden::load(name);
     let mut kv = KvBuffer::new(&m.config, KvBudget::Tokens(16)).unwrap();
-    let mut emu = EmuModel::new(&m, kv.slots()).unwrap();
+    let mut emu = new_emu_model(&m, kv.slots()).unwrap();
     let inputs = g.f32("embeds.inputs");
     let mut row = kv.reserve(16).unwrap();
     let mut out = Out::new();
@@ -137,7 +137,7 @@ fn check_greedy(name: &str) {
     let vocab = m.config.vocab_size;
     let mut kv = KvBuffer::new(&m.config, KvBudget::Tokens(64)).unwrap();
     let mut cpu_ws = Workspace::default();
-    let mut emu = EmuModel::new(&m, kv.slots()).unwrap();
+    let mut emu = new_emu_model(&m, kv.slots()).unwrap();
     let mut kv_cpu = KvBuffer::new(&m.config, KvBudget::Tokens(64)).unwrap();
     let prompt = g.ids("greedy.prompt_ids");
     let want = g.ids("greedy.tokens");
@@ -202,7 +202,7 @@ fn check_mixed_batch(name: &str) {
     let d = cfg.hidden_size;
     let mut kv_c = KvBuffer::new(&cfg, KvBudget::Tokens(128)).unwrap();
     let mut kv_e = KvBuffer::new(&cfg, KvBudget::Tokens(128)).unwrap();
-    let mut emu = EmuModel::new(&m, kv_e.slots()).unwrap();
+    let mut emu = new_emu_model(&m, kv_e.slots()).unwrap();
     let mut ws = Workspace::default();
     let mut out = Out::new();
     let mut rows_c: Vec<_> = [40, 20, 30].iter().map(|&c| kv_c.reserve(c).unwrap()).collect();
@@ -286,7 +286,7 @@ fn emu_bf16_checkpoint_matches_cpu() {
     let m = model("tiny-untied-bf16");
     let mut kv = KvBuffer::new(&m.config, KvBudget::Tokens(32)).unwrap();
     let mut kv_e = KvBuffer::new(&m.config, KvBudget::Tokens(32)).unwrap();
-    let mut emu = EmuModel::new(&m, kv_e.slots()).unwrap();
+    let mut emu = new_emu_model(&m, kv_e.slots()).unwrap();
     let ids: Vec<u32> = (0..13).map(|i| (i * 29 + 11) % 350).collect();
     let (mut rc, mut re) = (kv.reserve(32).unwrap(), kv_e.reserve(32).unwrap());
     let mut ws = Workspace::default();

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the CUDA 13.0 compiler toolchain that build.rs needs to compile kernels/<op>.cu into the fatbin:
-# exactly the five pinned PyPI wheels of DESIGN.md ("Build"), into a cache directory (no root, no driver,
+# the five pinned PyPI wheels of DESIGN.md ("Build") plus the NVTX headers, into a cache directory (no root, no driver,
 # ~270 MB, a few seconds). Idempotent: when every pinned wheel is already there, nothing is downloaded.
 #
 #   usage: tools/install_cuda.sh [DIR]        (default DIR: $HOME/.cache/latentmas/cuda13)
 #   then:  export CUDA_HOME="$(tools/install_cuda.sh)"   # the script prints only the CUDA_HOME on stdout
 #          cargo build                                   # build.rs finds $CUDA_HOME/bin/nvcc
 #
-# Why these five: nvcc (driver + ptxas + fatbinary), nvvm (cicc, the device front end), crt (device headers),
-# runtime (cuda_runtime.h and friends), cccl (required by cuda_bf16.h). All pinned to CUDA 13.0, whose PTX the
+# Why these: nvcc (driver + ptxas + fatbinary), nvvm (cicc, the device front end), crt (device headers),
+# runtime (cuda_runtime.h and friends), cccl (required by cuda_bf16.h), and nvtx (the header-only NVTX v3 that
+# csrc/nvtx_shim.c compiles; 148 KB). All pinned to CUDA 13.0, whose PTX the
 # GPU machines' 580 driver accepts. There is no libcuda stub here, which is fine: nothing CUDA is linked at build
 # time; the binary loads the driver at run time through cudarc.
 set -euo pipefail
@@ -20,6 +21,7 @@ WHEELS=(
   "nvidia-cuda-crt==13.0.88"
   "nvidia-cuda-runtime==13.0.96"
   "nvidia-cuda-cccl==13.0.85"
+  "nvidia-nvtx==13.0.85"
 )
 CUDA_HOME_DIR="${DIR}/nvidia/cu13"
 
@@ -48,7 +50,7 @@ else
   fi
   mkdir -p "$DIR"
   log "installing ${WHEELS[*]} into ${DIR}"
-  # --no-deps: exactly the pinned five; --upgrade: replace other versions already in DIR
+  # --no-deps: exactly the pinned wheels; --upgrade: replace other versions already in DIR
   PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target "$DIR" "${WHEELS[@]}" >&2
   for w in "${WHEELS[@]}"; do
     installed "$w" || { log "error: $w did not install into ${DIR}"; exit 1; }

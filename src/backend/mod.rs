@@ -3,17 +3,21 @@
 //! - `cpu`: the f32 reference and the default where no GPU exists ([`cpu::ops::CpuOps`]).
 //! - `emu`: the cuda backend's exact op sequence and memory layout (bf16 activations, weights and KV), every
 //!   op launched through its kernel params struct and run by the host emulator, a CPU GEMM in place of
-//!   cuBLAS (`emu::EmuModel`).
-//! - `cuda`: so far only [`cuda::probe`] (driver, device and kernels present?); the forward is next.
+//!   cuBLAS (`emu::EmuModel` = `gpu::GpuModel<emu::HostDevice>`).
+//! - `cuda`: a real GPU through cudarc (driver, our kernels from the embedded fatbin) and cuBLAS
+//!   (`cuda::CudaModel`).
+//! - `gpu`: the device-side forward shared by `cuda` and `emu` ([`gpu::GpuModel`] over the [`gpu::Device`]
+//!   trait), so the emu device runs the cuda backend's exact op sequence, buffers and graphs.
 //!
-//! [`ForwardOps`] lists what one forward call needs: embed, rms_norm, add_rms_norm, linear (by [`Linear`]
-//! weight id), qk_norm_rope_kv, attention, swiglu, gather_rows, logits, and reading activations back to the
-//! host. The per-call row layout ([`CallLayout`]) is computed once on the host by
+//! [`ForwardOps`] lists what one forward call needs: begin (take the inputs), embed, rms_norm, add_rms_norm,
+//! linear (by [`Linear`] weight id), qk_norm_rope_kv, attention, swiglu, gather_selected, logits, and reading
+//! activations and logits back to the host. The per-call row layout ([`CallLayout`]) is computed once on the host by
 //! [`crate::model::qwen3::forward_ops`] and handed to every op that needs it.
 
 pub mod cpu;
 pub mod cuda;
 pub mod emu;
+pub mod gpu;
 
 use crate::backend::cpu::attention::AttnSpan;
 use crate::error::Result;
@@ -80,10 +84,12 @@ pub trait ForwardOps {
     /// An activation buffer `[rows, width]`.
     type Act: Default;
 
-    /// Called once per forward call before any op (uploads row tables, RoPE tables, ...).
-    fn begin(&mut self, layout: &CallLayout) -> Result<()>;
+    /// Called once per forward call before any op: takes in every per-call input (device backends upload
+    /// the row table, token ids, input vectors and selected positions here, outside any graph capture).
+    fn begin(&mut self, steps: &[RowStep<'_>], layout: &CallLayout) -> Result<()>;
     /// `x[t] = embedding of token t`: ids are gathered from the embedding table, vectors copied in; `steps`
-    /// are the call's rows in row order (only their inputs are read).
+    /// are the call's rows in row order (the cpu reads their inputs; device backends use what `begin`
+    /// uploaded).
     fn embed(&mut self, steps: &[RowStep<'_>], layout: &CallLayout, x: &mut Self::Act) -> Result<()>;
     /// `out = rmsnorm(x) · w`, `rows × D`.
     fn rms_norm(&mut self, x: &Self::Act, w: Norm, rows: usize, out: &mut Self::Act) -> Result<()>;
@@ -104,10 +110,12 @@ pub trait ForwardOps {
     fn attention(&mut self, layer: usize, qkv: &Self::Act, layout: &CallLayout, out: &mut Self::Act) -> Result<()>;
     /// `out[t, i] = silu(gate_up[t, i]) · gate_up[t, I + i]`.
     fn swiglu(&mut self, gate_up: &Self::Act, rows: usize, out: &mut Self::Act) -> Result<()>;
-    /// `out[i] = x[rows[i]]` (rows of width D).
-    fn gather_rows(&mut self, x: &Self::Act, rows: &[usize], out: &mut Self::Act) -> Result<()>;
-    /// `out = hidden · lm_headᵀ` in f32 on the host, `rows × vocab`.
-    fn logits(&mut self, hidden: &Self::Act, rows: usize, out: &mut Vec<f32>) -> Result<()>;
+    /// `out[i] = x[layout.selected[i]]` (rows of width D).
+    fn gather_selected(&mut self, x: &Self::Act, layout: &CallLayout, out: &mut Self::Act) -> Result<()>;
+    /// `logits = hidden · lm_headᵀ` in f32, `rows × vocab`, kept by the backend until `read_logits`.
+    fn logits(&mut self, hidden: &Self::Act, rows: usize) -> Result<()>;
+    /// Copies the last `logits` to the host.
+    fn read_logits(&mut self, rows: usize, out: &mut Vec<f32>) -> Result<()>;
     /// Copies the first `len` elements of `a` to the host as f32.
     fn read(&mut self, a: &Self::Act, len: usize, out: &mut Vec<f32>) -> Result<()>;
 }

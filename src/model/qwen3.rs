@@ -154,8 +154,9 @@ impl Qwen3 {
             precision,
             head_precision,
         };
-        let out = ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: ws.capture_layers.as_mut() };
-        forward_ops(&self.config, &mut ops, &mut ws.acts, &ws.layout, steps, logits, out)?;
+        ops.begin(steps, &ws.layout)?;
+        forward_ops(&self.config, &mut ops, &mut ws.acts, &ws.layout, steps, logits, ws.capture_layers.as_mut())?;
+        read_outputs(&self.config, &mut ops, &ws.acts, &ws.layout, logits, &mut ws.hidden, &mut ws.logits)?;
         commit_call(steps, self.config.hidden_size);
         Ok(())
     }
@@ -250,7 +251,10 @@ pub fn commit_call(steps: &mut [RowStep<'_>], d: usize) {
 }
 
 /// The Qwen3 forward, written once against [`ForwardOps`]: every backend runs exactly this op sequence.
-/// `layout` comes from [`plan_call`]; `steps` are the call's rows in row order.
+/// `layout` comes from [`plan_call`]; `steps` are the call's rows in row order; `ops.begin(steps, layout)`
+/// must have run. Queues everything up to the logits (kept by the backend); [`read_outputs`] fetches them.
+/// Nothing here reads back to the host unless `capture` asks for the per-layer residual stream, so a
+/// device backend can record this whole function as one graph.
 pub fn forward_ops<B: ForwardOps>(
     cfg: &Qwen3Config,
     ops: &mut B,
@@ -258,10 +262,9 @@ pub fn forward_ops<B: ForwardOps>(
     layout: &CallLayout,
     steps: &[RowStep<'_>],
     logits: bool,
-    mut out: ForwardOut<'_>,
+    mut capture: Option<&mut Vec<Vec<f32>>>,
 ) -> Result<()> {
     let (n, d) = (layout.n_tokens, cfg.hidden_size);
-    ops.begin(layout)?;
     // 0. input embeddings                                                    (n, D)
     ops.embed(steps, layout, &mut a.x)?;
     for li in 0..cfg.num_hidden_layers {
@@ -271,7 +274,7 @@ pub fn forward_ops<B: ForwardOps>(
         } else {
             ops.add_rms_norm(&mut a.x, &a.delta, Norm::Input(li), n, &mut a.xn)?;
         }
-        if let Some(cap) = out.capture.as_mut() {
+        if let Some(cap) = capture.as_mut() {
             let mut v = Vec::new();
             ops.read(&a.x, n * d, &mut v)?;
             cap.push(v);
@@ -296,19 +299,36 @@ pub fn forward_ops<B: ForwardOps>(
     } else {
         ops.add_rms_norm(&mut a.x, &a.delta, Norm::Final, n, &mut a.xn)?;
     }
-    if let Some(cap) = out.capture.as_mut() {
+    if let Some(cap) = capture.as_mut() {
         let mut v = Vec::new();
         ops.read(&a.x, n * d, &mut v)?;
         cap.push(v);
     }
-    let sel = layout.selected.len();
-    ops.gather_rows(&a.xn, &layout.selected, &mut a.hidden)?;
-    ops.read(&a.hidden, sel * d, out.hidden)?;
+    ops.gather_selected(&a.xn, layout, &mut a.hidden)?;
     // 8. logits of the selected positions                                     (sel, vocab)
     if logits {
-        ops.logits(&a.hidden, sel, out.logits)?;
-    } else {
-        out.logits.clear();
+        ops.logits(&a.hidden, layout.selected.len())?;
     }
     Ok(())
+}
+
+/// Copies a call's outputs to the host: the selected final hidden states `[sel, D]` and (if asked) their
+/// logits `[sel, vocab]` (cleared otherwise).
+pub fn read_outputs<B: ForwardOps>(
+    cfg: &Qwen3Config,
+    ops: &mut B,
+    a: &Acts<B::Act>,
+    layout: &CallLayout,
+    logits: bool,
+    hidden: &mut Vec<f32>,
+    logits_out: &mut Vec<f32>,
+) -> Result<()> {
+    let sel = layout.selected.len();
+    ops.read(&a.hidden, sel * cfg.hidden_size, hidden)?;
+    if logits {
+        ops.read_logits(sel, logits_out)
+    } else {
+        logits_out.clear();
+        Ok(())
+    }
 }

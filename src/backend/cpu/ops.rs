@@ -23,6 +23,8 @@ pub struct CpuScratch {
     q: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// The last `logits` (swapped out by `read_logits`).
+    logits: Vec<f32>,
 }
 
 /// The cpu ops over borrowed weights and KV buffer.
@@ -67,7 +69,7 @@ impl CpuOps<'_> {
 impl ForwardOps for CpuOps<'_> {
     type Act = Vec<f32>;
 
-    fn begin(&mut self, layout: &CallLayout) -> Result<()> {
+    fn begin(&mut self, _steps: &[RowStep<'_>], layout: &CallLayout) -> Result<()> {
         let half = self.cfg.head_dim / 2;
         let n = layout.n_tokens;
         let cos = fit(&mut self.scratch.cos, n * half);
@@ -164,19 +166,26 @@ impl ForwardOps for CpuOps<'_> {
         Ok(())
     }
 
-    fn gather_rows(&mut self, x: &Vec<f32>, rows: &[usize], out: &mut Vec<f32>) -> Result<()> {
+    fn gather_selected(&mut self, x: &Vec<f32>, layout: &CallLayout, out: &mut Vec<f32>) -> Result<()> {
         let d = self.cfg.hidden_size;
-        let out = fit(out, rows.len() * d);
-        for (dst, &i) in out.chunks_exact_mut(d).zip(rows) {
+        let out = fit(out, layout.selected.len() * d);
+        for (dst, &i) in out.chunks_exact_mut(d).zip(&layout.selected) {
             dst.copy_from_slice(&x[i * d..(i + 1) * d]);
         }
         Ok(())
     }
 
-    fn logits(&mut self, hidden: &Vec<f32>, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+    fn logits(&mut self, hidden: &Vec<f32>, rows: usize) -> Result<()> {
         let head = self.weights.lm_head();
-        let out = fit(out, rows * head.rows);
+        let out = fit(&mut self.scratch.logits, rows * head.rows);
         matmul_with(hidden, rows, head, out, self.head_precision);
+        Ok(())
+    }
+
+    fn read_logits(&mut self, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        // hand the buffer over (no copy); the caller's old allocation becomes the next call's scratch
+        debug_assert_eq!(self.scratch.logits.len(), rows * self.weights.lm_head().rows);
+        std::mem::swap(&mut self.scratch.logits, out);
         Ok(())
     }
 

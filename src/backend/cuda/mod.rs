@@ -1,10 +1,30 @@
-//! The cuda device. So far: the probe that tells whether a CUDA driver, a device and the kernels are usable,
-//! without ever panicking on a machine without a driver. The forward itself is not implemented yet; see
-//! docs/CUDA_BACKEND.md ("Next steps") for the exact plan (`CudaModel` mirrors `backend::emu::EmuModel`).
+//! The cuda device: [`CudaDevice`] implements [`Device`] with the CUDA driver (through cudarc's dynamically
+//! loaded bindings: nothing is linked at build time), our kernels from the embedded fatbin, and cuBLAS
+//! GemmEx for the dense GEMMs. [`CudaModel`] is [`GpuModel`] over it: the same forward, buffers and graph
+//! rules the `emu` device runs and the tests check on the CPU.
 //!
-//! Operations: [`probe`].
+//! - ONE non-blocking stream; host copies are `cuMemcpy*Async` on it; only downloads synchronise.
+//! - Kernel launches: `cuLaunchKernel` with the op's params struct as the single argument (the planner's
+//!   grid, block and dynamic shared memory).
+//! - GEMMs: `cublasGemmEx`, bf16 inputs, f32 compute, bf16 or f32 output, on the stream, with a fixed
+//!   cuBLAS workspace so that capture never allocates.
+//! - Graphs: stream capture (thread-local mode) → `cuGraphInstantiate` → `cuGraphLaunch`.
+//!
+//! Operations: [`probe`], [`CudaDevice::open`], [`new_cuda_model`].
 
+pub mod nvtx;
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::Arc;
+
+use cudarc::cublas::{result as cublas, sys as cublas_sys};
+use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, DriverError};
+
+use crate::backend::gpu::{Device, Gemm, GpuModel};
 use crate::error::{Error, Result};
+use crate::kernels::{DevPtr, KernelOp};
+use crate::model::qwen3::Qwen3;
 
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,20 +40,322 @@ fn no_device(why: impl std::fmt::Debug) -> Error {
     Error::Device(format!("no CUDA driver/device found ({why:?})"))
 }
 
+fn driver(what: &str) -> impl FnOnce(DriverError) -> Error + '_ {
+    move |e| Error::Device(format!("CUDA {what}: {e:?}"))
+}
+
 /// Checks, in order: libcuda can be loaded (`is_culib_present`, BEFORE any driver call: cudarc's
 /// dynamically loaded entry points panic without the library), the driver initialises and reports a device,
 /// a context on device 0 can be created, and this build embeds the kernels' fatbin.
 pub fn probe() -> Result<CudaInfo> {
     // SAFETY: only tries to dlopen the driver library by its usual names; no symbol is called.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+    if !unsafe { drv_sys::is_culib_present() } {
         return Err(no_device(format_args!("libcuda could not be loaded")));
     }
-    let devices = cudarc::driver::CudaContext::device_count().map_err(no_device)?;
+    let devices = CudaContext::device_count().map_err(no_device)?;
     if devices <= 0 {
         return Err(no_device(format_args!("the driver reports no device")));
     }
-    let ctx = cudarc::driver::CudaContext::new(0).map_err(no_device)?;
+    let ctx = CudaContext::new(0).map_err(no_device)?;
     let name = ctx.name().map_err(no_device)?;
     crate::kernels::fatbin()?;
     Ok(CudaInfo { name, devices: devices as usize })
+}
+
+/// The model on a GPU.
+pub type CudaModel = GpuModel<CudaDevice>;
+
+/// Opens device 0 and uploads `model` with a KV buffer of `n_slots` slots.
+pub fn new_cuda_model(model: &Qwen3, n_slots: usize) -> Result<CudaModel> {
+    GpuModel::new(CudaDevice::open()?, model, n_slots)
+}
+
+/// cuBLAS workspace: set once so that GEMMs inside a graph capture never allocate (32 MiB covers Hopper).
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
+/// A device allocation (`cuMemAlloc`), freed on drop.
+pub struct CudaBuf {
+    ptr: drv_sys::CUdeviceptr,
+    ctx: Arc<CudaContext>,
+}
+
+impl Drop for CudaBuf {
+    fn drop(&mut self) {
+        // An error here (a context already torn down at process exit) has nobody to report to.
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: `ptr` came from cuMemAlloc in this context and is freed once; cuMemFree waits for
+            // queued work that uses it.
+            let _ = unsafe { drv::free_sync(self.ptr) };
+        }
+    }
+}
+
+// SAFETY: a device address and a shared context handle; the driver allows freeing from any thread once
+// the context is bound, which `drop` does.
+unsafe impl Send for CudaBuf {}
+
+/// An instantiated graph.
+pub struct CudaGraph {
+    exec: drv_sys::CUgraphExec,
+    graph: drv_sys::CUgraph,
+    ctx: Arc<CudaContext>,
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: both handles were created by `end_capture` and are destroyed once.
+            unsafe {
+                let _ = drv::graph::exec_destroy(self.exec);
+                let _ = drv::graph::destroy(self.graph);
+            }
+        }
+    }
+}
+
+// SAFETY: graph handles may be launched and destroyed from any thread with the context bound.
+unsafe impl Send for CudaGraph {}
+
+/// Device 0: context, stream, the kernels' module, a cuBLAS handle.
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    stream: drv_sys::CUstream,
+    module: drv_sys::CUmodule,
+    functions: HashMap<&'static str, drv_sys::CUfunction>,
+    blas: cublas_sys::cublasHandle_t,
+    _blas_workspace: CudaBuf,
+    name: String,
+    capturing: bool,
+}
+
+// SAFETY: every method takes `&mut self` (no concurrent use) and binds the context to the calling thread
+// first; the driver and cuBLAS handles are usable from any thread that way.
+unsafe impl Send for CudaDevice {}
+
+impl CudaDevice {
+    /// Probes (no panic without a driver), then creates the stream, loads the fatbin, and sets up cuBLAS.
+    pub fn open() -> Result<Self> {
+        let info = probe()?;
+        // SAFETY: dlopen attempt only, as in `probe`.
+        if !unsafe { cublas_sys::is_culib_present() } {
+            return Err(Error::Device(
+                "--device cuda: libcublas could not be loaded (install the CUDA 13 cuBLAS)".into(),
+            ));
+        }
+        let ctx = CudaContext::new(0).map_err(no_device)?;
+        ctx.bind_to_thread().map_err(driver("context"))?;
+        let image = crate::kernels::fatbin()?;
+        // SAFETY: `image` is a complete, 16-byte aligned fatbin that lives for the whole program.
+        let module =
+            unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }.map_err(driver("module load"))?;
+        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(driver("stream"))?;
+        let blas = cublas::create_handle().map_err(|e| Error::Device(format!("cuBLAS init: {e:?}")))?;
+        let ws = alloc_zeroed(&ctx, CUBLAS_WORKSPACE_BYTES)?;
+        // SAFETY: valid handle, stream and workspace (kept alive by `_blas_workspace`).
+        unsafe {
+            cublas::set_stream(blas, stream as cublas_sys::cudaStream_t)
+                .and_then(|_| {
+                    cublas_sys::cublasSetWorkspace_v2(blas, ws.ptr as *mut c_void, CUBLAS_WORKSPACE_BYTES).result()
+                })
+                .map_err(|e| Error::Device(format!("cuBLAS setup: {e:?}")))?;
+        }
+        Ok(CudaDevice {
+            ctx,
+            stream,
+            module,
+            functions: HashMap::new(),
+            blas,
+            _blas_workspace: ws,
+            name: info.name,
+            capturing: false,
+        })
+    }
+
+    fn bind(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver("context"))
+    }
+
+    fn function(&mut self, name: &'static str) -> Result<drv_sys::CUfunction> {
+        if let Some(&f) = self.functions.get(name) {
+            return Ok(f);
+        }
+        let c = CString::new(name).map_err(|_| Error::Device(format!("kernel name {name:?}")))?;
+        // SAFETY: `module` is loaded; the name is NUL-terminated.
+        let f = unsafe { drv::module::get_function(self.module, c) }
+            .map_err(|e| Error::Device(format!("kernel {name} not in the fatbin: {e:?}")))?;
+        self.functions.insert(name, f);
+        Ok(f)
+    }
+
+    /// Waits for everything queued (benchmarks time graph replays with this).
+    pub fn synchronize(&mut self) -> Result<()> {
+        self.bind()?;
+        // SAFETY: valid stream.
+        unsafe { drv::stream::synchronize(self.stream) }.map_err(driver("synchronize"))
+    }
+}
+
+impl Drop for CudaDevice {
+    fn drop(&mut self) {
+        if self.bind().is_ok() {
+            // SAFETY: handles created in `open`, destroyed once; pending work finishes first.
+            unsafe {
+                let _ = drv::stream::synchronize(self.stream);
+                let _ = cublas::destroy_handle(self.blas);
+                let _ = drv::stream::destroy(self.stream);
+                let _ = drv::module::unload(self.module);
+            }
+        }
+    }
+}
+
+fn alloc_zeroed(ctx: &Arc<CudaContext>, bytes: usize) -> Result<CudaBuf> {
+    // SAFETY: plain allocation and memset of the new range in the bound context.
+    unsafe {
+        let ptr = drv::malloc_sync(bytes)
+            .map_err(|e| Error::Device(format!("cannot allocate {bytes} bytes on the GPU: {e:?}")))?;
+        let buf = CudaBuf { ptr, ctx: ctx.clone() };
+        drv::memset_d8_sync(ptr, 0, bytes).map_err(driver("memset"))?;
+        Ok(buf)
+    }
+}
+
+impl Device for CudaDevice {
+    type Buf = CudaBuf;
+    type Graph = CudaGraph;
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn alloc(&mut self, bytes: usize) -> Result<CudaBuf> {
+        self.bind()?;
+        if self.capturing {
+            return Err(Error::Device("allocation while capturing a graph".into()));
+        }
+        alloc_zeroed(&self.ctx, bytes)
+    }
+
+    fn addr(buf: &CudaBuf) -> DevPtr {
+        buf.ptr as DevPtr
+    }
+
+    unsafe fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller vouches for the destination range; pageable `src` is staged by the driver
+        // before this returns, so the caller may reuse it.
+        unsafe { drv::memcpy_htod_async(dst as drv_sys::CUdeviceptr, src, self.stream) }.map_err(driver("upload"))
+    }
+
+    unsafe fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller vouches for the source range; the sync makes `dst` complete before returning.
+        unsafe {
+            drv::memcpy_dtoh_async(dst, src as drv_sys::CUdeviceptr, self.stream).map_err(driver("download"))?;
+            drv::stream::synchronize(self.stream).map_err(driver("synchronize"))
+        }
+    }
+
+    unsafe fn copy(&mut self, dst: DevPtr, src: DevPtr, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: forwarded from the caller.
+        unsafe { drv::memcpy_dtod_async(dst as _, src as _, bytes, self.stream) }.map_err(driver("copy"))
+    }
+
+    unsafe fn launch<P: KernelOp + Send + 'static>(&mut self, p: &P) -> Result<()> {
+        self.bind()?;
+        let plan = p.plan()?;
+        for l in &plan.launches {
+            let f = self.function(l.kernel)?;
+            // The kernel's one parameter is the params struct by value: kernelParams[0] points at it, and
+            // the driver copies it at the call.
+            let mut args = [p as *const P as *mut c_void];
+            // SAFETY: `f` is the planned kernel, whose parameter is exactly `P`'s C struct; grid, block and
+            // shared bytes come from its own planner; the caller vouches for the pointers inside `p`.
+            unsafe {
+                drv::launch_kernel(
+                    f,
+                    (l.grid[0], l.grid[1], l.grid[2]),
+                    (l.block[0], l.block[1], l.block[2]),
+                    l.shared_bytes,
+                    self.stream,
+                    &mut args,
+                )
+            }
+            .map_err(|e| Error::Device(format!("launch of {}: {e:?}", l.kernel)))?;
+        }
+        Ok(())
+    }
+
+    unsafe fn gemm(&mut self, g: &Gemm) -> Result<()> {
+        use cublas_sys::cudaDataType as Ty;
+        use cublas_sys::{cublasComputeType_t as Compute, cublasGemmAlgo_t as Algo, cublasOperation_t as Op};
+        self.bind()?;
+        // Row-major out[n, rows] = x[n, cols] · W[rows, cols]ᵀ is, column-major, C(rows × n) =
+        // op_T(W as cols × rows) · (x as cols × n): m = rows, n = n, k = cols, every leading dimension the
+        // row length of its matrix.
+        let (alpha, beta) = (1f32, 0f32);
+        let out_ty = if g.out_f32 { Ty::CUDA_R_32F } else { Ty::CUDA_R_16BF };
+        let dims = |v: usize| i32::try_from(v).map_err(|_| Error::Device(format!("GEMM dimension {v} > i32")));
+        // SAFETY: the caller vouches for the three matrices; alpha/beta are host f32 (default pointer mode).
+        unsafe {
+            cublas::gemm_ex(
+                self.blas,
+                Op::CUBLAS_OP_T,
+                Op::CUBLAS_OP_N,
+                dims(g.rows)?,
+                dims(g.n)?,
+                dims(g.cols)?,
+                &alpha as *const f32 as *const c_void,
+                g.w as *const c_void,
+                Ty::CUDA_R_16BF,
+                dims(g.cols)?,
+                g.x as *const c_void,
+                Ty::CUDA_R_16BF,
+                dims(g.cols)?,
+                &beta as *const f32 as *const c_void,
+                g.out as *mut c_void,
+                out_ty,
+                dims(g.rows)?,
+                Compute::CUBLAS_COMPUTE_32F,
+                Algo::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| Error::Device(format!("cublasGemmEx {}×{}×{}: {e:?}", g.rows, g.n, g.cols)))
+    }
+
+    fn begin_capture(&mut self) -> Result<()> {
+        self.bind()?;
+        // SAFETY: valid stream; thread-local mode refuses unsafe calls made by this thread meanwhile.
+        unsafe {
+            drv::stream::begin_capture(self.stream, drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        }
+        .map_err(driver("begin capture"))?;
+        self.capturing = true;
+        Ok(())
+    }
+
+    fn end_capture(&mut self) -> Result<CudaGraph> {
+        self.bind()?;
+        self.capturing = false;
+        // SAFETY: the stream is capturing (begin_capture succeeded).
+        let graph = unsafe { drv::stream::end_capture(self.stream) }.map_err(driver("end capture"))?;
+        // SAFETY: `graph` is a complete captured graph.
+        let exec = match unsafe { drv::graph::instantiate(graph, drv_sys::CUgraphInstantiate_flags(0)) } {
+            Ok(e) => e,
+            Err(e) => {
+                // SAFETY: destroyed once, not used after.
+                let _ = unsafe { drv::graph::destroy(graph) };
+                return Err(driver("graph instantiate")(e));
+            }
+        };
+        Ok(CudaGraph { exec, graph, ctx: self.ctx.clone() })
+    }
+
+    fn replay(&mut self, g: &CudaGraph) -> Result<()> {
+        self.bind()?;
+        // SAFETY: an instantiated graph of this context; `backend::gpu` replays only graphs whose buffers
+        // are all still allocated at the captured addresses.
+        unsafe { drv::graph::launch(g.exec, self.stream) }.map_err(driver("graph launch"))
+    }
 }

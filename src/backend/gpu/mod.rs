@@ -1,0 +1,177 @@
+//! The device-side Qwen3 forward, written ONCE for every kernel-running device: `cuda` (a real GPU through
+//! cudarc + cuBLAS) and `emu` (the same kernels run by the host emulator, a CPU GEMM for cuBLAS).
+//!
+//! [`GpuModel`]`<D>` owns everything a CUDA program would: bf16 weights uploaded once, ONE bf16 KV buffer
+//! `[layer][K|V][slot][kv_head][head_dim]`, grow-only activation buffers, the per-call input tables, the
+//! decode workspace, the latent projection's `W_aᵀ`, and the CUDA-graph cache. It talks to the device only
+//! through the small [`Device`] trait below (allocate, copy, launch a kernel op, run a GEMM, capture and
+//! replay a graph), so the emu device executes the cuda backend's exact op sequence, memory layout, kernel
+//! params and graph discipline (uploads outside capture, stable pointers, params baked at capture time).
+//!
+//! Operations: [`GpuModel::new`], [`GpuModel::forward`], [`GpuModel::set_alignment`],
+//! [`GpuModel::latent_project`], [`GpuModel::kv_layer_f32`], [`GpuModel::set_graphs`].
+
+mod graphs;
+mod model;
+
+pub use graphs::GraphStats;
+pub use model::GpuModel;
+
+use crate::error::{Error, Result};
+use crate::kernels::{DevPtr, KernelOp};
+
+/// `out[n, rows] = x[n, cols] · w[rows, cols]ᵀ`: bf16 row-major inputs (`w` in PyTorch's `[out, in]`
+/// layout), f32 accumulation, bf16 output (f32 when `out_f32`), all row-major and dense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gemm {
+    pub x: DevPtr,
+    pub w: DevPtr,
+    pub out: DevPtr,
+    pub n: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub out_f32: bool,
+}
+
+/// What [`GpuModel`] needs from a device. All work is queued in order on ONE stream; only `download`
+/// waits for it.
+///
+/// # Safety (of the unsafe methods)
+/// Every [`DevPtr`] passed (directly, inside a kernel params struct, or inside a [`Gemm`]) must address
+/// memory of this device's buffers that is valid for every access the operation makes, and no buffer
+/// written by an operation may be freed before the stream has executed it.
+pub trait Device {
+    /// An owned, zero-initialised device allocation (freed on drop).
+    type Buf;
+    /// A captured op sequence that can be replayed.
+    type Graph;
+
+    /// A short description for logs and errors ("NVIDIA H100 80GB HBM3", "emu").
+    fn describe(&self) -> String;
+    /// Allocates `bytes` (≥ 1) zeroed bytes, 256-byte aligned.
+    fn alloc(&mut self, bytes: usize) -> Result<Self::Buf>;
+    /// The device address of `buf`'s first byte.
+    fn addr(buf: &Self::Buf) -> DevPtr;
+    /// Host → device; `src` may be reused as soon as this returns. Not allowed while capturing.
+    ///
+    /// # Safety
+    /// See the trait: `dst .. dst + src.len()` lies inside one live buffer.
+    unsafe fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<()>;
+    /// Device → host after all queued work (blocks). Not allowed while capturing.
+    ///
+    /// # Safety
+    /// See the trait: `src .. src + dst.len()` lies inside one live buffer.
+    unsafe fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<()>;
+    /// Device → device, queued on the stream (capturable).
+    ///
+    /// # Safety
+    /// See the trait; the ranges lie in live buffers and do not overlap.
+    unsafe fn copy(&mut self, dst: DevPtr, src: DevPtr, bytes: usize) -> Result<()>;
+    /// Queues the launches of `p.plan()` with `p` as every kernel's single argument.
+    ///
+    /// # Safety
+    /// See the trait: every pointer in `p` covers the op's full extent at these params.
+    unsafe fn launch<P: KernelOp + Send + 'static>(&mut self, p: &P) -> Result<()>;
+    /// Queues a GEMM (cuBLAS on cuda).
+    ///
+    /// # Safety
+    /// See the trait: `x` holds `n × cols`, `w` `rows × cols` bf16, `out` `n × rows` of the output type.
+    unsafe fn gemm(&mut self, g: &Gemm) -> Result<()>;
+    /// From now on queued work is recorded into a graph instead of run.
+    fn begin_capture(&mut self) -> Result<()>;
+    /// Ends the recording started by `begin_capture`.
+    fn end_capture(&mut self) -> Result<Self::Graph>;
+    /// Queues one replay of `graph` (every op with the pointers and params it was captured with).
+    fn replay(&mut self, graph: &Self::Graph) -> Result<()>;
+}
+
+/// A device allocation and its size.
+pub struct DevBuf<B> {
+    raw: B,
+    bytes: usize,
+    addr: DevPtr,
+}
+
+impl<B> DevBuf<B> {
+    pub fn alloc<D: Device<Buf = B>>(dev: &mut D, bytes: usize) -> Result<Self> {
+        let raw = dev.alloc(bytes.max(1))?;
+        let addr = D::addr(&raw);
+        Ok(DevBuf { raw, bytes, addr })
+    }
+    pub fn addr(&self) -> DevPtr {
+        self.addr
+    }
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    /// The address `offset` bytes in; fails (never reaches a kernel) when `offset + len` does not fit.
+    pub fn at(&self, offset: usize, len: usize) -> Result<DevPtr> {
+        if offset.checked_add(len).is_none_or(|end| end > self.bytes) {
+            return Err(Error::Device(format!(
+                "device buffer access [{offset}, +{len}) outside its {} bytes",
+                self.bytes
+            )));
+        }
+        Ok(self.addr + offset as DevPtr)
+    }
+    /// Uploads `data` at byte `offset`, bounds-checked.
+    pub fn upload<D: Device<Buf = B>, T: bytemuck::Pod>(&self, dev: &mut D, offset: usize, data: &[T]) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let dst = self.at(offset, bytes.len())?;
+        // SAFETY: `at` checked that the range lies inside this live buffer.
+        unsafe { dev.upload(dst, bytes) }
+    }
+    /// Downloads `out.len()` elements from byte `offset`, bounds-checked.
+    pub fn download<D: Device<Buf = B>, T: bytemuck::Pod>(
+        &self,
+        dev: &mut D,
+        offset: usize,
+        out: &mut [T],
+    ) -> Result<()> {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+        let src = self.at(offset, bytes.len())?;
+        // SAFETY: `at` checked that the range lies inside this live buffer.
+        unsafe { dev.download(src, bytes) }
+    }
+    #[allow(dead_code)]
+    fn raw(&self) -> &B {
+        &self.raw
+    }
+}
+
+/// A grow-only device buffer with a logical length in elements (an activation, a table, a workspace).
+/// Growing reallocates, which moves it: [`GpuModel`] drops its captured graphs when that happens.
+pub struct Grow<B> {
+    buf: Option<DevBuf<B>>,
+    /// Logical length in elements of `elem` bytes.
+    pub len: usize,
+}
+
+impl<B> Default for Grow<B> {
+    fn default() -> Self {
+        Grow { buf: None, len: 0 }
+    }
+}
+
+impl<B> Grow<B> {
+    /// Makes room for `len` elements of `elem` bytes; returns true when the buffer moved.
+    pub fn fit<D: Device<Buf = B>>(&mut self, dev: &mut D, len: usize, elem: usize) -> Result<bool> {
+        self.len = len;
+        let need = (len * elem).max(1);
+        if self.buf.as_ref().is_some_and(|b| b.bytes() >= need) {
+            return Ok(false);
+        }
+        // grow by half again, so a slowly growing length (decode workspace) reallocates rarely
+        let bytes = need.max(self.buf.as_ref().map_or(0, |b| b.bytes() + b.bytes() / 2));
+        self.buf = None; // free first: the old contents are never needed
+        self.buf = Some(DevBuf::alloc(dev, bytes)?);
+        Ok(true)
+    }
+    /// The buffer (after a `fit`).
+    pub fn get(&self) -> Result<&DevBuf<B>> {
+        self.buf.as_ref().ok_or_else(|| Error::Device("device buffer used before it was sized".into()))
+    }
+    pub fn addr(&self) -> Result<DevPtr> {
+        Ok(self.get()?.addr())
+    }
+}
