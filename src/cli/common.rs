@@ -50,29 +50,23 @@ pub enum DeviceArg {
 }
 
 impl DeviceArg {
-    /// The engine device for this flag: cpu and emu run; cuda fails in one clear line (no driver/device, no
-    /// kernels in this build, or, with all of them, the forward not implemented yet); auto falls back to cpu
-    /// with a notice.
+    /// The engine device for this flag: cpu and emu always run; cuda fails in one clear line when there is no
+    /// driver, device or kernels in this build; auto uses cuda when the probe succeeds, else cpu with a notice.
     pub fn kind(&self) -> anyhow::Result<latentmas::engine::DeviceKind> {
         use latentmas::engine::DeviceKind;
         match self {
             DeviceArg::Cpu => Ok(DeviceKind::Cpu),
             DeviceArg::Emu => Ok(DeviceKind::Emu),
-            DeviceArg::Auto => {
-                let why = match latentmas::backend::cuda::probe() {
-                    Err(e) => e.to_string(),
-                    Ok(info) => format!("{} found, but the cuda forward is not implemented yet", info.name),
-                };
-                eprintln!("note: --device auto: using the cpu backend ({why})");
-                Ok(DeviceKind::Cpu)
-            }
+            DeviceArg::Auto => match latentmas::backend::cuda::probe() {
+                Ok(_) => Ok(DeviceKind::Cuda),
+                Err(e) => {
+                    eprintln!("note: --device auto: using the cpu backend ({e})");
+                    Ok(DeviceKind::Cpu)
+                }
+            },
             DeviceArg::Cuda => match latentmas::backend::cuda::probe() {
                 Err(e) => anyhow::bail!("--device cuda: {e}"),
-                Ok(info) => anyhow::bail!(
-                    "--device cuda: {} found, but the cuda forward is not implemented yet; use --device cpu (or emu, \
-                     which runs its kernels emulated)",
-                    info.name
-                ),
+                Ok(_) => Ok(DeviceKind::Cuda),
             },
         }
     }
