@@ -85,7 +85,7 @@ typedef enum lm_status {
     LM_ERR_INVALID_ARGUMENT = -3, /* unknown word, number out of range, meaningless combination, misaligned pointer */
     LM_ERR_INVALID_HANDLE = -4,   /* not a live handle of that kind: freed already, never issued, other kind */
     LM_ERR_MODEL = -5,            /* the model could not be found or loaded (directory, hub, config, weights, tokenizer) */
-    LM_ERR_DEVICE = -6,           /* the device is not available ("cuda" in this build) */
+    LM_ERR_DEVICE = -6,           /* the device is not available ("cuda" without a driver/GPU/kernels) */
     LM_ERR_KV_CAPACITY = -7,      /* the KV buffer cannot be allocated, holds no token, or is too small for the run */
     LM_ERR_RUN = -8,              /* the run failed for another reason (prompt template, tokenizer, ...) */
     LM_ERR_PANIC = -9,            /* a bug inside the library, caught at the boundary */
@@ -99,7 +99,7 @@ typedef struct lm_result lm_result;
 /* How to open an engine. Start from lm_engine_default_params() and set the fields you need. */
 typedef struct {
     const char *model;        /* model directory, or a Hugging Face hub id (downloaded). Default NULL: required */
-    const char *device;       /* "cpu", "cuda" or "auto" (cuda when usable, else cpu; this build: cpu). Default "auto" */
+    const char *device;       /* "cpu", "cuda", "auto" (cuda when usable, else cpu) or "emu" (tests). Default "auto" */
     uint64_t kv_budget_bytes; /* the ONE KV buffer, allocated at open and never grown. 0 (default) = auto:
                                  4096 tokens, enough for one LatentMAS question at the default run params
                                  (Qwen3-0.6B: 896 MiB). TextMAS keeps the agents' text in its prompts and needs

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
-use crate::engine::Engine;
+use crate::engine::{DeviceKind, Engine};
 use crate::error::Error;
 use crate::kv::KvBudget;
 use crate::latent::Alignment;
@@ -511,28 +511,34 @@ pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut
         let p = unsafe { read_struct(params, "params")? };
         // SAFETY: forwarded contract (string fields are NULL or NUL-terminated).
         let (model, device) = unsafe { (read_str(p.model, "params.model")?, read_str(p.device, "params.device")?) };
-        match device {
-            "cpu" => {}
-            "auto" => tracing::info!("device auto: using the cpu backend (no cuda backend in this build)"),
+        let kind = match device {
+            "cpu" => DeviceKind::Cpu,
+            "emu" => DeviceKind::Emu,
+            "auto" => match crate::backend::cuda::probe() {
+                Ok(_) => DeviceKind::Cuda,
+                Err(e) => {
+                    tracing::info!("device auto: using the cpu backend ({e})");
+                    DeviceKind::Cpu
+                }
+            },
             "cuda" => {
-                return Err(Fail::new(
-                    Status::Device,
-                    "params.device \"cuda\": the cuda backend is not available in this build; use \"cpu\" or \"auto\"",
-                ))
+                crate::backend::cuda::probe()
+                    .map_err(|e| Fail::new(Status::Device, format!("params.device \"cuda\": {e}")))?;
+                DeviceKind::Cuda
             }
             other => {
                 return Err(Fail::new(
                     Status::InvalidArgument,
-                    format!("params.device {other:?}: expected one of: cpu, cuda, auto"),
+                    format!("params.device {other:?}: expected one of: cpu, cuda, auto, emu"),
                 ))
             }
-        }
+        };
         let budget = match p.kv_budget_bytes {
             0 => KvBudget::Tokens(AUTO_KV_TOKENS),
             b => KvBudget::Bytes(b),
         };
         let dir = resolve_model(model).map_err(|e| from_error(e, true))?;
-        let engine = open_engine(&dir, budget).map_err(|e| from_error(e, true))?;
+        let engine = open_engine(&dir, budget, kind).map_err(|e| from_error(e, true))?;
         let align = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), p.realign != 0)
             .map_err(|e| from_error(e, true))?
             .0;
@@ -548,8 +554,8 @@ pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut
 }
 
 /// Opens the engine, naming the C field in a too-small-budget error.
-fn open_engine(dir: &Path, budget: KvBudget) -> crate::Result<Engine> {
-    Engine::open(dir, budget).map_err(|e| match e {
+fn open_engine(dir: &Path, budget: KvBudget, kind: DeviceKind) -> crate::Result<Engine> {
+    Engine::open_on(dir, budget, kind).map_err(|e| match e {
         Error::KvCapacity(m) => Error::KvCapacity(format!("params.kv_budget_bytes: {m}")),
         e => e,
     })

@@ -11,6 +11,7 @@ use std::time::Instant;
 use super::method::{AgentSpec, Family, Method, Topology};
 use super::prompts::{fill, PromptSet};
 use super::report::{AgentReport, LatentInput, QuestionReport, Trace, TraceAgent};
+use crate::backend::cuda::nvtx;
 use crate::engine::{Decoded, Engine};
 use crate::error::{Error, Result};
 use crate::eval::extract::py_strip;
@@ -226,6 +227,7 @@ impl Batch {
         rows: &mut [KvRow],
         ids: &[Vec<u32>],
     ) -> Result<Vec<String>> {
+        let _agent = nvtx::range(&format!("agent {}", spec.name));
         let before: Vec<usize> = rows.iter().map(|r| r.len).collect();
         let t = Instant::now();
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
@@ -350,7 +352,10 @@ impl Batch {
             }
             let sub_ids: Vec<Vec<u32>> =
                 (0..nq).flat_map(|q| (0..3).map(move |e| (q, e))).map(|(q, e)| ids[e][q].clone()).collect();
-            let results = self.think(engine, align, m, &mut subs, &sub_ids)?;
+            let results = {
+                let _agents = nvtx::range("agents: parallel experts");
+                self.think(engine, align, m, &mut subs, &sub_ids)?
+            };
             for (k, (prefill_s, latent_s, trace)) in results.into_iter().enumerate() {
                 let (q, e) = (k / 3, k % 3);
                 self.push_thinker(
@@ -371,6 +376,7 @@ impl Batch {
             }
         } else {
             for (e, spec) in agents[..3].iter().enumerate() {
+                let _agent = nvtx::range(&format!("agent {}", spec.name));
                 let before: Vec<usize> = rows.iter().map(|r| r.len).collect();
                 let results = self.think(engine, align, m, rows, &ids[e])?;
                 for (q, (prefill_s, latent_s, trace)) in results.into_iter().enumerate() {
