@@ -10,8 +10,9 @@
 //!   cuBLAS workspace so that capture never allocates.
 //! - Graphs: stream capture (thread-local mode) → `cuGraphInstantiate` → `cuGraphLaunch`.
 //!
-//! Operations: [`probe`], [`CudaDevice::open`], [`new_cuda_model`].
+//! Operations: [`probe`], [`CudaDevice::open`], [`new_cuda_model`], [`ceilings::measure`] (bench).
 
+pub mod ceilings;
 pub mod nvtx;
 
 use std::collections::HashMap;

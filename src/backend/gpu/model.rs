@@ -597,4 +597,9 @@ impl<D: Device> GpuModel<D> {
     pub fn device(&self) -> &D {
         &self.ops.dev
     }
+
+    /// The device, mutably (benchmarks measure its ceilings).
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.ops.dev
+    }
 }
