@@ -96,6 +96,13 @@ fn cuda_engine_phases_match_cpu_where_the_margin_allows() {
     }
 }
 
+#[test]
+fn cuda_equals_cpu_token_for_token_on_the_trained_tiny_model() {
+    if device_or_skip("cuda_equals_cpu_token_for_token_on_the_trained_tiny_model") {
+        trained_model_runs_equal_cpu_token_for_token(DeviceKind::Cuda);
+    }
+}
+
 /// Graph replays against launching op by op on the GPU: the same kernels and cuBLAS calls with the same
 /// shapes, so the results must be bit-identical.
 #[test]

@@ -52,3 +52,8 @@ fn emu_engine_phases_match_cpu_where_the_margin_allows() {
 fn emu_graph_replays_equal_eager_runs() {
     graph_replays_equal_eager_runs(DeviceKind::Emu);
 }
+
+#[test]
+fn emu_equals_cpu_token_for_token_on_the_trained_tiny_model() {
+    trained_model_runs_equal_cpu_token_for_token(DeviceKind::Emu);
+}

@@ -491,3 +491,62 @@ pub fn graph_replays_equal_eager_runs(kind: DeviceKind) {
     assert!(sg.captures >= 2 && sg.replays > sg.captures, "graphs were not captured and replayed: {sg:?}");
     assert_eq!((se.captures, se.replays), (0, 0), "graphs off still captured: {se:?}");
 }
+
+/// tests/data/tiny-trained (tools/make_trained_tiny_model.py): a tiny Qwen3 trained until every greedy
+/// choice is confident (top-1 margins ≥ 10, about 70% of the largest logit; the bf16 error is ~2% of it). On
+/// it the device must equal the cpu backend TOKEN FOR TOKEN over whole runs: single, TextMAS and LatentMAS in
+/// every topology, on a batch of three uneven questions; prompt ids, KV lengths and latent step counts exact;
+/// fed vectors within LATENT_REL of the cpu's (they are bf16 on the device).
+pub fn trained_model_runs_equal_cpu_token_for_token(kind: DeviceKind) {
+    let prompts = PromptSet::from_file(Path::new("tests/data/prompts_tiny.json")).unwrap();
+    let questions: Vec<String> = QUESTIONS.iter().map(|q| q.to_string()).collect();
+    let dir = Path::new("tests/data/tiny-trained");
+    let mut cpu = Engine::open_on(dir, KvBudget::Tokens(4096), DeviceKind::Cpu).unwrap();
+    let mut dev = Engine::open_on(dir, KvBudget::Tokens(4096), kind).unwrap();
+    let align = Alignment::compute(&cpu.model, cpu.vocab_limit()).unwrap();
+    let runs = [
+        (Method::Single, Topology::Sequential),
+        (Method::Text, Topology::Sequential),
+        (Method::Text, Topology::Hierarchical),
+        (Method::Latent, Topology::Sequential),
+        (Method::Latent, Topology::Hierarchical),
+        (Method::Latent, Topology::Parallel),
+    ];
+    let (mut tokens, mut worst) = (0usize, 0f32);
+    for (method, topology) in runs {
+        let cfg = RunConfig {
+            method,
+            topology,
+            family: Family::Math,
+            latent_steps: if method == Method::Latent { 4 } else { 0 },
+            think: false,
+            compat_reference: false,
+            sampling: SamplingParams::greedy(),
+            max_new_tokens: 16,
+        };
+        let c = run_batch(&mut cpu, &prompts, Some(&align), &cfg, &questions).unwrap();
+        let e = run_batch(&mut dev, &prompts, Some(&align), &cfg, &questions).unwrap();
+        for (q, (tc, te)) in c.traces.iter().zip(&e.traces).enumerate() {
+            let who = format!("tiny-trained {method}/{topology} question {q}");
+            assert_eq!(tc.agents.len(), te.agents.len(), "{who}: agents");
+            for (x, y) in tc.agents.iter().zip(&te.agents) {
+                assert_eq!(x.prompt_ids, y.prompt_ids, "{who} {}: prompt ids", x.role);
+                assert_eq!(x.kv_len_before, y.kv_len_before, "{who} {}: kv_len_before", x.role);
+                assert_eq!(x.kv_len_after, y.kv_len_after, "{who} {}: kv_len_after", x.role);
+                assert_eq!(x.generated_ids, y.generated_ids, "{who} {}: generated ids", x.role);
+                tokens += x.generated_ids.len();
+                assert_eq!(x.latent_inputs.len(), y.latent_inputs.len(), "{who} {}: latent steps", x.role);
+                for (s, (u, v)) in x.latent_inputs.iter().zip(&y.latent_inputs).enumerate() {
+                    let scale = u.full.iter().fold(0f32, |m, z| m.max(z.abs()));
+                    let err = u.full.iter().zip(&v.full).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                    worst = worst.max(err / scale);
+                    assert!(err <= LATENT_REL * scale, "{who} {} step {s}: fed vector differs by {err:e}", x.role);
+                }
+            }
+        }
+        let texts = |r: &latentmas::mas::run::RunOutput| r.reports.iter().map(|x| x.text.clone()).collect::<Vec<_>>();
+        assert_eq!(texts(&c), texts(&e), "{method}/{topology}: final texts");
+    }
+    println!("tiny-trained: {tokens} generated tokens equal; worst fed-vector error {worst:.3e} × max |cpu|");
+    assert!(tokens > 100, "only {tokens} tokens were compared");
+}
