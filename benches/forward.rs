@@ -1,7 +1,9 @@
 //! Criterion benches of whole forward steps on a Qwen3-0.6B-shaped bf16 model (random weights,
 //! synthesized once into the cache dir like `latentmas bench --shape qwen3-0.6b`; or the model in
 //! `LATENTMAS_BENCH_MODEL`): a decode step at context 300 for batch 1 and 4 (throughput: weight bytes
-//! streamed per step), and a latent step (no lm_head). The GPU group prints SKIP without a device.
+//! streamed per step), and a latent step (no lm_head). The `forward_gpu` group runs the same steps on the
+//! cuda device (graph replays after the first steps; every step ends with its outputs on the host, so the
+//! GPU work is inside the timing), and prints SKIP without a device.
 //!
 //!     cargo bench --bench forward
 
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use latentmas::bench::{synth_model, ModelCosts};
-use latentmas::engine::Engine;
+use latentmas::engine::{DeviceKind, Engine};
 use latentmas::kv::{KvBudget, KvRow};
 use latentmas::latent::Alignment;
 use latentmas::model::qwen3::{Input, RowStep, Select};
@@ -41,10 +43,22 @@ fn rows(engine: &mut Engine, batch: usize) -> Vec<KvRow> {
 
 fn forward(c: &mut Criterion) {
     latentmas::engine::set_threads(None);
-    let mut engine = Engine::open(&model(), KvBudget::Tokens(4 * (CONTEXT + WINDOW))).unwrap();
+    steps(c, "forward", DeviceKind::Cpu);
+}
+
+fn gpu(c: &mut Criterion) {
+    match latentmas::backend::cuda::probe() {
+        Ok(_) => steps(c, "forward_gpu", DeviceKind::Cuda),
+        Err(e) => println!("forward_gpu: SKIP (no CUDA device): {e}"),
+    }
+}
+
+/// Decode steps (batch 1 and 4) and latent steps at context CONTEXT on `device`.
+fn steps(c: &mut Criterion, group: &str, device: DeviceKind) {
+    let mut engine = Engine::open_on(&model(), KvBudget::Tokens(4 * (CONTEXT + WINDOW)), device).unwrap();
     let costs = ModelCosts::of(&engine.model);
     let vocab = engine.model.config.vocab_size;
-    let mut g = c.benchmark_group("forward");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(10));
     for batch in [1usize, 4] {
         let mut rows = rows(&mut engine, batch);
@@ -66,7 +80,7 @@ fn forward(c: &mut Criterion) {
                             select: Select::Last,
                         })
                         .collect();
-                    engine.model.forward(&mut engine.kv, &mut engine.ws, &mut steps, true).unwrap();
+                    engine.forward(&mut steps, true).unwrap();
                     for (j, id) in next.iter_mut().enumerate() {
                         *id = argmax(engine.ws.logits_row(j, vocab), vocab);
                     }
@@ -96,10 +110,6 @@ fn forward(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-fn gpu(_c: &mut Criterion) {
-    println!("forward/gpu: SKIP (no CUDA device)");
 }
 
 criterion_group!(benches, forward, gpu);

@@ -127,7 +127,7 @@ impl Engine {
                 model.config.vocab_size
             )));
         }
-        let (kv, device) = match device {
+        let (kv, mut device) = match device {
             DeviceKind::Cpu => (KvBuffer::new(&model.config, budget)?, Device::Cpu),
             // bf16 KV on the device: the engine's buffer only does the row bookkeeping
             DeviceKind::Emu => {
@@ -141,6 +141,10 @@ impl Engine {
                 (kv, Device::Cuda(Box::new(m)))
             }
         };
+        if std::env::var("LATENTMAS_CUDA_GRAPHS").is_ok_and(|v| v == "0") {
+            // profiling: every op launched on its own (Nsight Compute per-kernel attribution)
+            device.set_graphs(false);
+        }
         Ok(Engine {
             model,
             tokenizer,
