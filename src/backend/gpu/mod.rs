@@ -87,7 +87,8 @@ pub trait Device {
 
 /// A device allocation and its size.
 pub struct DevBuf<B> {
-    raw: B,
+    /// Owns the allocation (freed when dropped); only its address is used.
+    _raw: B,
     bytes: usize,
     addr: DevPtr,
 }
@@ -96,7 +97,7 @@ impl<B> DevBuf<B> {
     pub fn alloc<D: Device<Buf = B>>(dev: &mut D, bytes: usize) -> Result<Self> {
         let raw = dev.alloc(bytes.max(1))?;
         let addr = D::addr(&raw);
-        Ok(DevBuf { raw, bytes, addr })
+        Ok(DevBuf { _raw: raw, bytes, addr })
     }
     pub fn addr(&self) -> DevPtr {
         self.addr
@@ -132,10 +133,6 @@ impl<B> DevBuf<B> {
         let src = self.at(offset, bytes.len())?;
         // SAFETY: `at` checked that the range lies inside this live buffer.
         unsafe { dev.download(src, bytes) }
-    }
-    #[allow(dead_code)]
-    fn raw(&self) -> &B {
-        &self.raw
     }
 }
 

@@ -415,10 +415,12 @@ fn check_len<B>(a: &Grow<B>, need: usize, what: &str) -> Result<()> {
 
 /// A Qwen3 model on a kernel-running device.
 pub struct GpuModel<D: Device> {
-    pub ops: GpuOps<D>,
-    acts: Acts<Grow<D::Buf>>,
-    layout: CallLayout,
+    // Field order is drop order: graphs go before the buffers they reference and the device (module,
+    // stream) they run on.
     graphs: GraphCache<D::Graph>,
+    acts: Acts<Grow<D::Buf>>,
+    pub ops: GpuOps<D>,
+    layout: CallLayout,
 }
 
 impl<D: Device> GpuModel<D> {
@@ -468,7 +470,7 @@ impl<D: Device> GpuModel<D> {
             cfg,
             dev,
         };
-        Ok(GpuModel { ops, acts: Acts::default(), layout: CallLayout::default(), graphs: GraphCache::default() })
+        Ok(GpuModel { graphs: GraphCache::default(), acts: Acts::default(), ops, layout: CallLayout::default() })
     }
 
     /// The layout of the last call.
