@@ -1,6 +1,8 @@
 //! Criterion benches of the cpu ops, each reporting its rate: matmul as weight bytes/s (GEMV, the decode
 //! case) or FLOP/s (GEMM, reported by criterion as "elements/s" with one element = one FLOP), attention
-//! as KV bytes/s, RMSNorm as bytes/s. Shapes are Qwen3-0.6B's. The GPU group prints SKIP without a device.
+//! as KV bytes/s, RMSNorm as bytes/s. Shapes are Qwen3-0.6B's. The `kernels` group times each of our CUDA
+//! kernels alone on a GPU (`backend::gpu::microbench`: bytes/s against the least traffic a launch needs; the
+//! copy bandwidth of `latentmas bench --device cuda` is the ceiling) and prints SKIP without a device.
 //!
 //!     cargo bench --bench ops                 # everything
 //!     cargo bench --bench ops -- gemv         # one group
@@ -102,11 +104,34 @@ fn rmsnorm(c: &mut Criterion) {
     g.finish();
 }
 
-fn gpu(_c: &mut Criterion) {
-    // The CUDA kernels have no host-callable backend in this build (and there is no device here): the GPU
-    // rows (cuBLAS GEMMs, decode attention, graph replays timed with CUDA events) are not run.
-    println!("gpu: SKIP (no CUDA device)");
+fn kernels(c: &mut Criterion) {
+    use latentmas::backend::cuda::{probe, CudaDevice};
+    use latentmas::backend::gpu::{microbench::kernel_cases, Device};
+    if let Err(e) = probe() {
+        println!("kernels: SKIP (no CUDA device): {e}");
+        return;
+    }
+    let mut dev = CudaDevice::open().expect("open the CUDA device");
+    let cfg = latentmas::model::synth::shape("qwen3-0.6b").unwrap();
+    let cases = kernel_cases(&mut dev, &cfg, 256, 300, 16).expect("allocate the kernel cases");
+    let mut g = c.benchmark_group("kernels");
+    g.sample_size(20);
+    for case in &cases {
+        g.throughput(Throughput::Bytes(case.bytes));
+        g.bench_function(case.name.as_str(), |b| {
+            // launches are asynchronous: time a batch of them up to the stream's end
+            b.iter_custom(|iters| {
+                let t = std::time::Instant::now();
+                for _ in 0..iters {
+                    case.launch(&mut dev).unwrap();
+                }
+                dev.synchronize().unwrap();
+                t.elapsed()
+            })
+        });
+    }
+    g.finish();
 }
 
-criterion_group!(benches, gemv, gemm, attn, rmsnorm, gpu);
+criterion_group!(benches, gemv, gemm, attn, rmsnorm, kernels);
 criterion_main!(benches);

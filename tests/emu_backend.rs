@@ -57,3 +57,20 @@ fn emu_graph_replays_equal_eager_runs() {
 fn emu_equals_cpu_token_for_token_on_the_trained_tiny_model() {
     trained_model_runs_equal_cpu_token_for_token(DeviceKind::Emu);
 }
+
+/// Every kernel microbenchmark case (benches/ops.rs times them on a GPU) launches cleanly on the emu device
+/// at the tiny model's shape: params accepted by the planners, buffers large enough for the kernels.
+#[test]
+fn kernel_microbench_cases_run_on_emu() {
+    use latentmas::backend::emu::HostDevice;
+    use latentmas::backend::gpu::{microbench::kernel_cases, Device};
+    let cfg = model("tiny-tied").config;
+    let mut dev = HostDevice::new();
+    let cases = kernel_cases(&mut dev, &cfg, 24, 40, 3).unwrap();
+    for case in &cases {
+        case.launch(&mut dev).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert!(case.bytes > 0, "{}", case.name);
+    }
+    dev.synchronize().unwrap();
+    assert_eq!(cases.len(), 13, "{:?}", cases.iter().map(|c| &c.name).collect::<Vec<_>>());
+}

@@ -187,13 +187,6 @@ impl CudaDevice {
         self.functions.insert(name, f);
         Ok(f)
     }
-
-    /// Waits for everything queued (benchmarks time graph replays with this).
-    pub fn synchronize(&mut self) -> Result<()> {
-        self.bind()?;
-        // SAFETY: valid stream.
-        unsafe { drv::stream::synchronize(self.stream) }.map_err(driver("synchronize"))
-    }
 }
 
 impl Drop for CudaDevice {
@@ -351,6 +344,12 @@ impl Device for CudaDevice {
             }
         };
         Ok(CudaGraph { exec, graph, ctx: self.ctx.clone() })
+    }
+
+    fn synchronize(&mut self) -> Result<()> {
+        self.bind()?;
+        // SAFETY: valid stream.
+        unsafe { drv::stream::synchronize(self.stream) }.map_err(driver("synchronize"))
     }
 
     fn replay(&mut self, g: &CudaGraph) -> Result<()> {

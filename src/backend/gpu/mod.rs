@@ -12,6 +12,7 @@
 //! [`GpuModel::latent_project`], [`GpuModel::kv_layer_f32`], [`GpuModel::set_graphs`].
 
 mod graphs;
+pub mod microbench;
 mod model;
 
 pub use graphs::GraphStats;
@@ -83,6 +84,8 @@ pub trait Device {
     fn end_capture(&mut self) -> Result<Self::Graph>;
     /// Queues one replay of `graph` (every op with the pointers and params it was captured with).
     fn replay(&mut self, graph: &Self::Graph) -> Result<()>;
+    /// Waits until everything queued has run (benchmarks).
+    fn synchronize(&mut self) -> Result<()>;
 }
 
 /// A device allocation and its size.
