@@ -270,6 +270,20 @@ use latentmas::mas::prompts::PromptSet;
 use latentmas::mas::run::{run_batch, RunConfig};
 use latentmas::sample::SamplingParams;
 
+/// A greedy math run of `method` (m = 4 latent steps for LatentMAS) decoding up to `max_new` tokens.
+fn greedy_math(method: Method, topology: Topology, max_new: usize) -> RunConfig {
+    RunConfig {
+        method,
+        topology,
+        family: Family::Math,
+        latent_steps: if method == Method::Latent { 4 } else { 0 },
+        think: false,
+        compat_reference: false,
+        sampling: SamplingParams::greedy(),
+        max_new_tokens: max_new,
+    }
+}
+
 const QUESTIONS: [&str; 3] =
     ["What is 12 plus 30?", "Tom has 3 apples and buys 4 more. How many apples does he have now?", "2+2?"];
 
@@ -317,16 +331,7 @@ pub fn latentmas_runs_match_cpu_traces(kind: DeviceKind) {
         let mut emu = Engine::open_on(Path::new(&dir), KvBudget::Tokens(4096), kind).unwrap();
         let align = Alignment::compute(&cpu.model, cpu.vocab_limit()).unwrap();
         for topology in [Topology::Sequential, Topology::Hierarchical, Topology::Parallel] {
-            let cfg = RunConfig {
-                method: Method::Latent,
-                topology,
-                family: Family::Math,
-                latent_steps: 4,
-                think: false,
-                compat_reference: false,
-                sampling: SamplingParams::greedy(),
-                max_new_tokens: 10,
-            };
+            let cfg = greedy_math(Method::Latent, topology, 10);
             let c = run_batch(&mut cpu, &prompts, Some(&align), &cfg, &questions).unwrap();
             let e = run_batch(&mut emu, &prompts, Some(&align), &cfg, &questions).unwrap();
             let (mut equal, mut total, mut worst) = (0, 0, 0f32);
@@ -460,16 +465,7 @@ pub fn graph_replays_equal_eager_runs(kind: DeviceKind) {
     eager.device.set_graphs(false);
     let align = Alignment::compute(&graphs.model, graphs.vocab_limit()).unwrap();
     for topology in [Topology::Sequential, Topology::Parallel] {
-        let cfg = RunConfig {
-            method: Method::Latent,
-            topology,
-            family: Family::Math,
-            latent_steps: 4,
-            think: false,
-            compat_reference: false,
-            sampling: SamplingParams::greedy(),
-            max_new_tokens: 12,
-        };
+        let cfg = greedy_math(Method::Latent, topology, 12);
         let g = run_batch(&mut graphs, &prompts, Some(&align), &cfg, &questions).unwrap();
         let e = run_batch(&mut eager, &prompts, Some(&align), &cfg, &questions).unwrap();
         for (q, (tg, te)) in g.traces.iter().zip(&e.traces).enumerate() {
@@ -514,16 +510,7 @@ pub fn trained_model_runs_equal_cpu_token_for_token(kind: DeviceKind) {
     ];
     let (mut tokens, mut worst) = (0usize, 0f32);
     for (method, topology) in runs {
-        let cfg = RunConfig {
-            method,
-            topology,
-            family: Family::Math,
-            latent_steps: if method == Method::Latent { 4 } else { 0 },
-            think: false,
-            compat_reference: false,
-            sampling: SamplingParams::greedy(),
-            max_new_tokens: 16,
-        };
+        let cfg = greedy_math(method, topology, 16);
         let c = run_batch(&mut cpu, &prompts, Some(&align), &cfg, &questions).unwrap();
         let e = run_batch(&mut dev, &prompts, Some(&align), &cfg, &questions).unwrap();
         for (q, (tc, te)) in c.traces.iter().zip(&e.traces).enumerate() {
