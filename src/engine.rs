@@ -35,6 +35,10 @@ pub struct Engine {
     /// batches (AMX makes a batch-16 step memory bound). Every row of every batch size takes the same
     /// path, so a row decodes the same tokens alone and in a batch either way.
     pub decode_precision: Precision,
+    /// On a kernel-running device (cuda, emu), [`Engine::decode`] picks each next token on the device (the
+    /// `argmax` / `sample` kernels, the same rule and random stream as the host sampler) and downloads only
+    /// the ids instead of every row's logits. Default true; false samples on the host (tests compare both).
+    pub device_sampling: bool,
 }
 
 /// Which device an engine runs its forward passes on.
@@ -154,6 +158,7 @@ impl Engine {
             device,
             prefill_precision: Precision::Bf16Activations,
             decode_precision: Precision::Exact,
+            device_sampling: true,
         })
     }
 
@@ -287,11 +292,19 @@ impl Engine {
         let mut still: Vec<usize> = Vec::with_capacity(rows.len());
         let mut next: Vec<u32> = Vec::with_capacity(rows.len());
         let mut spare_steps: Vec<RowStep<'static>> = Vec::with_capacity(rows.len());
+        // Picks made on the device for the rows of `active` (when `picked_on_device`), and their uniforms.
+        let mut device_ids: Vec<u32> = Vec::with_capacity(rows.len());
+        let mut uniforms: Vec<f32> = Vec::with_capacity(rows.len());
+        let mut picked_on_device = false;
         loop {
             next.clear();
             still.clear();
             for (j, &r) in active.iter().enumerate() {
-                let id = samplers[r].sample(self.ws.logits_row(j, vocab), limit);
+                let id = if picked_on_device {
+                    device_ids[j]
+                } else {
+                    samplers[r].sample(self.ws.logits_row(j, vocab), limit)
+                };
                 out[r].ids.push(id);
                 on_token(&self.tokenizer, r, id);
                 if !stops.contains(&id) && out[r].ids.len() < max_new {
@@ -317,12 +330,59 @@ impl Engine {
                 consumed = r + 1;
             }
             let precision = self.decode_precision;
-            self.forward_with(&mut steps, true, precision)?;
+            picked_on_device = false;
+            if self.device_sampling {
+                let ws = &mut self.ws;
+                let out = ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: None };
+                let pick = |m: &mut dyn DevicePick| -> Result<()> {
+                    m.forward_for_sampling(&mut steps, out)?;
+                    uniforms.clear();
+                    uniforms.extend(active.iter().filter_map(|&r| samplers[r].draw_uniform()));
+                    m.sample(active.len(), params, &uniforms, limit, &mut device_ids)
+                };
+                picked_on_device = match &mut self.device {
+                    Device::Cpu => false,
+                    Device::Emu(m) => pick(m.as_mut()).map(|_| true)?,
+                    Device::Cuda(m) => pick(m.as_mut()).map(|_| true)?,
+                };
+            }
+            if !picked_on_device {
+                self.forward_with(&mut steps, true, precision)?;
+            }
             spare_steps = recycle(steps);
             for &r in &active {
                 out[r].cached += 1;
             }
         }
+    }
+}
+
+/// What [`Engine::decode`] needs of a device model to pick tokens on the device.
+trait DevicePick {
+    fn forward_for_sampling(&mut self, steps: &mut [RowStep<'_>], out: ForwardOut<'_>) -> Result<()>;
+    fn sample(
+        &mut self,
+        rows: usize,
+        params: &SamplingParams,
+        uniforms: &[f32],
+        limit: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()>;
+}
+
+impl<D: crate::backend::gpu::Device> DevicePick for crate::backend::gpu::GpuModel<D> {
+    fn forward_for_sampling(&mut self, steps: &mut [RowStep<'_>], out: ForwardOut<'_>) -> Result<()> {
+        crate::backend::gpu::GpuModel::forward_for_sampling(self, steps, out)
+    }
+    fn sample(
+        &mut self,
+        rows: usize,
+        params: &SamplingParams,
+        uniforms: &[f32],
+        limit: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        crate::backend::gpu::GpuModel::sample(self, rows, params, uniforms, limit, out)
     }
 }
 

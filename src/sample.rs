@@ -93,6 +93,17 @@ impl Sampler {
         Sampler { params, rng: Rng::new(params.seed), candidates: Vec::new(), sorted: Vec::new() }
     }
 
+    /// The uniform number the next non-greedy [`Sampler::sample`] would draw, drawn now (device-side
+    /// sampling: the kernel gets it, and the stream stays the one host sampling would use). `None` when
+    /// greedy (nothing is drawn).
+    pub fn draw_uniform(&mut self) -> Option<f32> {
+        (!self.params.greedy).then(|| self.rng.uniform())
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
     /// Picks a token among ids `< limit`.
     pub fn sample(&mut self, logits: &[f32], limit: usize) -> u32 {
         let limit = limit.min(logits.len());

@@ -103,6 +103,13 @@ fn cuda_equals_cpu_token_for_token_on_the_trained_tiny_model() {
     }
 }
 
+#[test]
+fn cuda_device_sampling_equals_host_sampling() {
+    if device_or_skip("cuda_device_sampling_equals_host_sampling") {
+        device_sampling_equals_host_sampling(DeviceKind::Cuda);
+    }
+}
+
 /// Graph replays against launching op by op on the GPU: the same kernels and cuBLAS calls with the same
 /// shapes, so the results must be bit-identical.
 #[test]

@@ -74,3 +74,8 @@ fn kernel_microbench_cases_run_on_emu() {
     dev.synchronize().unwrap();
     assert_eq!(cases.len(), 13, "{:?}", cases.iter().map(|c| &c.name).collect::<Vec<_>>());
 }
+
+#[test]
+fn emu_device_sampling_equals_host_sampling() {
+    device_sampling_equals_host_sampling(DeviceKind::Emu);
+}

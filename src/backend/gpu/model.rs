@@ -21,13 +21,14 @@ use super::{DevBuf, Device, Gemm, Grow};
 use crate::backend::{Acts, CallLayout, ForwardOps, Linear, Norm};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    AddRmsNormParams, AttnDecode, AttnParams, AttnPrefill, DevPtr, EmbedParams, KernelOp, LatentParams,
-    QkNormRopeParams, RmsNormParams, SwigluParams, LATENT_MAX_ROWS,
+    AddRmsNormParams, ArgmaxParams, AttnDecode, AttnParams, AttnPrefill, DevPtr, EmbedParams, KernelOp, LatentParams,
+    QkNormRopeParams, RmsNormParams, SampleParams, SwigluParams, LATENT_MAX_ROWS,
 };
 use crate::latent::Alignment;
 use crate::model::config::Qwen3Config;
 use crate::model::matrix::{WeightData, WeightMatrix};
 use crate::model::qwen3::{commit_call, forward_ops, plan_call, read_outputs, ForwardOut, Input, Qwen3, RowStep};
+use crate::sample::SamplingParams;
 
 /// A bf16 weight matrix `[rows, cols]` on the device (row-major, PyTorch layout).
 struct Mat<B> {
@@ -109,10 +110,23 @@ pub struct GpuOps<D: Device> {
     attn_ws: Grow<D::Buf>,
     /// f32 logits `[selected, vocab]`.
     logits: Grow<D::Buf>,
+    /// Device-side sampling: one uniform number in and one token id out per row.
+    uniforms: Grow<D::Buf>,
+    picked: Grow<D::Buf>,
     latent: Option<Latent<D::Buf>>,
     /// Bumped whenever a buffer that a captured graph may reference moves (graphs older than this are
     /// stale).
     pub(super) moved: u64,
+}
+
+/// Takes a `Grow` out of `self` for the duration of `f` (so `f` can borrow `self` mutably).
+macro_rules! with_table {
+    ($self:ident . $field:ident, |$g:ident| $body:expr) => {{
+        let mut $g = std::mem::take(&mut $self.$field);
+        let r = $body;
+        $self.$field = $g;
+        r
+    }};
 }
 
 impl<D: Device> GpuOps<D> {
@@ -156,6 +170,51 @@ impl<D: Device> GpuOps<D> {
         // `fit`, which never runs while queued work could still use the old buffer on the single stream.
         unsafe { self.dev.launch(p) }
     }
+
+    /// [`GpuModel::sample`].
+    fn pick(
+        &mut self,
+        rows: usize,
+        params: &SamplingParams,
+        uniforms: &[f32],
+        limit: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let vocab = self.head().rows;
+        if self.logits.len < rows * vocab {
+            return Err(Error::InvalidArgument(format!(
+                "device sampling of {rows} rows, but the last call left {} rows of logits",
+                self.logits.len / vocab
+            )));
+        }
+        let logits = self.logits.addr()?;
+        let picked = with_table!(self.picked, |g| self.fit(&mut g, rows, 4))?;
+        let (n_rows, stride, vocab_limit) = (rows as u32, vocab as u32, limit.min(vocab) as u32);
+        if params.greedy {
+            let p = ArgmaxParams { logits, out: picked, n_rows, stride, vocab_limit, _pad: 0 };
+            self.launch(&p)?;
+        } else {
+            if uniforms.len() != rows {
+                return Err(Error::InvalidArgument(format!("{} uniform numbers for {rows} rows", uniforms.len())));
+            }
+            with_table!(self.uniforms, |g| self.upload_table(&mut g, uniforms))?;
+            let p = SampleParams {
+                logits,
+                uniform: self.uniforms.addr()?,
+                out: picked,
+                n_rows,
+                stride,
+                vocab_limit,
+                top_k: params.top_k.min(u32::MAX as usize) as u32,
+                temperature: params.temperature,
+                top_p: params.top_p,
+            };
+            self.launch(&p)?;
+        }
+        out.resize(rows, 0);
+        self.picked.get()?.download(&mut self.dev, 0, out)
+    }
+
     /// Uploads `data` into the grow-only table `g` (sized to `data`), noting a move.
     fn upload_table<T: bytemuck::Pod>(&mut self, g: &mut Grow<D::Buf>, data: &[T]) -> Result<()> {
         self.fit(g, data.len(), std::mem::size_of::<T>())?;
@@ -164,16 +223,6 @@ impl<D: Device> GpuOps<D> {
         }
         Ok(())
     }
-}
-
-/// Takes a `Grow` out of `self` for the duration of `f` (so `f` can borrow `self` mutably).
-macro_rules! with_table {
-    ($self:ident . $field:ident, |$g:ident| $body:expr) => {{
-        let mut $g = std::mem::take(&mut $self.$field);
-        let r = $body;
-        $self.$field = $g;
-        r
-    }};
 }
 
 impl<D: Device> ForwardOps for GpuOps<D> {
@@ -465,6 +514,8 @@ impl<D: Device> GpuModel<D> {
             host: HostTables::default(),
             attn_ws: Grow::default(),
             logits: Grow::default(),
+            uniforms: Grow::default(),
+            picked: Grow::default(),
             latent: None,
             moved: 0,
             cfg,
@@ -492,6 +543,22 @@ impl<D: Device> GpuModel<D> {
     /// One forward call, with [`Qwen3::forward`]'s contract: hidden states (bf16 values as f32) land in
     /// `out.hidden`, f32 logits in `out.logits`; the rows advance only on success.
     pub fn forward(&mut self, steps: &mut [RowStep<'_>], logits: bool, out: ForwardOut<'_>) -> Result<()> {
+        self.forward_inner(steps, logits, true, out)
+    }
+
+    /// A decode forward whose logits stay on the device for [`GpuModel::sample`]: only the hidden states are
+    /// downloaded (`out.logits` is cleared).
+    pub fn forward_for_sampling(&mut self, steps: &mut [RowStep<'_>], out: ForwardOut<'_>) -> Result<()> {
+        self.forward_inner(steps, true, false, out)
+    }
+
+    fn forward_inner(
+        &mut self,
+        steps: &mut [RowStep<'_>],
+        logits: bool,
+        download_logits: bool,
+        out: ForwardOut<'_>,
+    ) -> Result<()> {
         let cfg = self.ops.cfg.clone();
         plan_call(&cfg, self.ops.n_slots, steps, &mut self.layout)?;
         let key = self.graphs.key(&mut self.layout, steps, logits, out.capture.is_some());
@@ -500,9 +567,23 @@ impl<D: Device> GpuModel<D> {
             Some(key) => self.graphs.run(key, &cfg, &mut self.ops, &mut self.acts, &self.layout, steps, logits)?,
             None => forward_ops(&cfg, &mut self.ops, &mut self.acts, &self.layout, steps, logits, out.capture)?,
         }
-        read_outputs(&cfg, &mut self.ops, &self.acts, &self.layout, logits, out.hidden, out.logits)?;
+        read_outputs(&cfg, &mut self.ops, &self.acts, &self.layout, logits && download_logits, out.hidden, out.logits)?;
         commit_call(steps, cfg.hidden_size);
         Ok(())
+    }
+
+    /// Picks the next token of each of the last call's `rows` rows on the device, from the logits it left
+    /// there, with the rule of [`crate::sample::Sampler`] (the `argmax` kernel when greedy, else `sample` at
+    /// `uniforms[r]`), among ids `< limit`; downloads only the ids.
+    pub fn sample(
+        &mut self,
+        rows: usize,
+        params: &SamplingParams,
+        uniforms: &[f32],
+        limit: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        self.ops.pick(rows, params, uniforms, limit, out)
     }
 
     /// Uploads the alignment's `W_aᵀ` (bf16; the identity when realign is off) and target norm.
