@@ -333,18 +333,14 @@ impl Engine {
             picked_on_device = false;
             if self.device_sampling {
                 let ws = &mut self.ws;
-                let out = ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: None };
-                let pick = |m: &mut dyn DevicePick| -> Result<()> {
-                    m.forward_for_sampling(&mut steps, out)?;
+                let sink = ForwardOut { hidden: &mut ws.hidden, logits: &mut ws.logits, capture: None };
+                picked_on_device = on_device!(&mut self.device, cpu => false, m => {
+                    m.forward_for_sampling(&mut steps, sink)?;
                     uniforms.clear();
                     uniforms.extend(active.iter().filter_map(|&r| samplers[r].draw_uniform()));
-                    m.sample(active.len(), params, &uniforms, limit, &mut device_ids)
-                };
-                picked_on_device = match &mut self.device {
-                    Device::Cpu => false,
-                    Device::Emu(m) => pick(m.as_mut()).map(|_| true)?,
-                    Device::Cuda(m) => pick(m.as_mut()).map(|_| true)?,
-                };
+                    m.sample(active.len(), params, &uniforms, limit, &mut device_ids)?;
+                    true
+                });
             }
             if !picked_on_device {
                 self.forward_with(&mut steps, true, precision)?;
@@ -354,35 +350,6 @@ impl Engine {
                 out[r].cached += 1;
             }
         }
-    }
-}
-
-/// What [`Engine::decode`] needs of a device model to pick tokens on the device.
-trait DevicePick {
-    fn forward_for_sampling(&mut self, steps: &mut [RowStep<'_>], out: ForwardOut<'_>) -> Result<()>;
-    fn sample(
-        &mut self,
-        rows: usize,
-        params: &SamplingParams,
-        uniforms: &[f32],
-        limit: usize,
-        out: &mut Vec<u32>,
-    ) -> Result<()>;
-}
-
-impl<D: crate::backend::gpu::Device> DevicePick for crate::backend::gpu::GpuModel<D> {
-    fn forward_for_sampling(&mut self, steps: &mut [RowStep<'_>], out: ForwardOut<'_>) -> Result<()> {
-        crate::backend::gpu::GpuModel::forward_for_sampling(self, steps, out)
-    }
-    fn sample(
-        &mut self,
-        rows: usize,
-        params: &SamplingParams,
-        uniforms: &[f32],
-        limit: usize,
-        out: &mut Vec<u32>,
-    ) -> Result<()> {
-        crate::backend::gpu::GpuModel::sample(self, rows, params, uniforms, limit, out)
     }
 }
 
