@@ -6,6 +6,7 @@ use super::{
     attention::{attention, AttnShape},
     matmul::{matmul_with, Precision},
     norm::{add_rms_norm, rms_norm},
+    prefill_attention::attention_rows,
     qk::{qk_norm_rope_write_kv, QkvShape},
     rope,
 };
@@ -13,7 +14,7 @@ use crate::backend::{CallLayout, ForwardOps, Linear, Norm};
 use crate::error::Result;
 use crate::kv::KvBuffer;
 use crate::model::config::Qwen3Config;
-use crate::model::matrix::WeightMatrix;
+use crate::model::matrix::{WeightData, WeightMatrix};
 use crate::model::qwen3::{Input, RowStep};
 use crate::model::weights::Weights;
 
@@ -23,6 +24,8 @@ pub struct CpuScratch {
     q: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// Transposed keys of the blocked prefill attention.
+    kt: Vec<f32>,
 }
 
 /// The cpu ops over borrowed weights and KV buffer.
@@ -58,6 +61,13 @@ impl CpuOps<'_> {
             Linear::GateUp(l) => &self.weights.layers[l].gate_up,
             Linear::Down(l) => &self.weights.layers[l].down,
         }
+    }
+    /// Whether the layer's attention takes the blocked FMA kernel: only where its projections run with
+    /// bf16 activations on AMX (bf16 weights, the CPU has AMX); exact calls and f32 models never do.
+    fn fast_attention(&self, layer: usize) -> bool {
+        self.precision == Precision::Bf16Activations
+            && matches!(self.weights.layers[layer].qkv.data, WeightData::Bf16(_))
+            && super::amx::available()
     }
     fn eps(&self) -> f32 {
         self.cfg.rms_norm_eps as f32
@@ -153,7 +163,13 @@ impl ForwardOps for CpuOps<'_> {
             AttnShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
         let (k_cache, v_cache) = self.kv.layer(layer);
         let out = fit(out, n * qw);
-        attention(&self.scratch.q, k_cache, v_cache, &layout.spans, shape, out);
+        if self.fast_attention(layer) {
+            // The fast prefill: rows with many tokens on the blocked FMA kernel, the others exact.
+            let kt = &mut self.scratch.kt;
+            attention_rows(&self.scratch.q, k_cache, v_cache, &layout.rows, &layout.spans, shape, out, kt);
+        } else {
+            attention(&self.scratch.q, k_cache, v_cache, &layout.spans, shape, out);
+        }
         Ok(())
     }
 
