@@ -17,3 +17,4 @@ pub mod prefill_attention;
 pub mod probe;
 pub mod qk;
 pub mod rope;
+pub mod vexp;

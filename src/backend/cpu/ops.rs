@@ -2,7 +2,7 @@
 //! and exactly the functions of this module's siblings (the reference numerics the golden tests pin).
 
 use super::{
-    activation::swiglu,
+    activation::{swiglu, swiglu_fast},
     attention::{attention, AttnShape},
     matmul::{matmul_with, Precision},
     norm::{add_rms_norm, rms_norm},
@@ -62,11 +62,12 @@ impl CpuOps<'_> {
             Linear::Down(l) => &self.weights.layers[l].down,
         }
     }
-    /// Whether the layer's attention takes the blocked FMA kernel: only where its projections run with
-    /// bf16 activations on AMX (bf16 weights, the CPU has AMX); exact calls and f32 models never do.
-    fn fast_attention(&self, layer: usize) -> bool {
+    /// Whether the call takes the fast kernels (blocked FMA attention, vectorised SwiGLU): only where the
+    /// projections run with bf16 activations on AMX (bf16 weights, the CPU has AMX); exact calls and f32
+    /// models never do.
+    fn fast(&self) -> bool {
         self.precision == Precision::Bf16Activations
-            && matches!(self.weights.layers[layer].qkv.data, WeightData::Bf16(_))
+            && self.weights.layers.first().is_some_and(|l| matches!(l.qkv.data, WeightData::Bf16(_)))
             && super::amx::available()
     }
     fn eps(&self) -> f32 {
@@ -163,7 +164,7 @@ impl ForwardOps for CpuOps<'_> {
             AttnShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
         let (k_cache, v_cache) = self.kv.layer(layer);
         let out = fit(out, n * qw);
-        if self.fast_attention(layer) {
+        if self.fast() {
             // The fast prefill: rows with many tokens on the blocked FMA kernel, the others exact.
             let kt = &mut self.scratch.kt;
             attention_rows(&self.scratch.q, k_cache, v_cache, &layout.rows, &layout.spans, shape, out, kt);
@@ -176,7 +177,11 @@ impl ForwardOps for CpuOps<'_> {
     fn swiglu(&mut self, gate_up: &Vec<f32>, rows: usize, out: &mut Vec<f32>) -> Result<()> {
         let inter = self.cfg.intermediate_size;
         let out = fit(out, rows * inter);
-        swiglu(gate_up, inter, out);
+        if self.fast() {
+            swiglu_fast(gate_up, inter, out);
+        } else {
+            swiglu(gate_up, inter, out);
+        }
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 //! 1. the row's K rows are transposed once into 16-key blocks `kt[block][c][16 keys]`;
 //! 2. a task takes [`Q_VECS`] q vectors (a block of the row's tokens × the q heads of the kv head) and
 //!    computes their scores 16 keys at a time (one K-block load feeds 16 FMAs with broadcast q elements);
-//! 3. softmax per q vector over its own visible keys (exponentials with a vectorised `exp`, ≤ 2 ulp),
+//! 3. softmax per q vector over its own visible keys (exponentials with a [`super::vexp::exp512`]),
 //!    masked keys get weight exactly 0;
 //! 4. `out = P · V` with 8 q vectors × 32 columns of V in registers, keys in order.
 //!
@@ -294,7 +294,10 @@ impl Task<'_> {
             let mut sum = _mm512_setzero_ps();
             for b in 0..blocks {
                 let m = mask(vis, b);
-                let e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_loadu_ps(s.as_ptr().add(b * KEYS)), mx)));
+                let e = _mm512_maskz_mov_ps(
+                    m,
+                    super::vexp::exp512(_mm512_sub_ps(_mm512_loadu_ps(s.as_ptr().add(b * KEYS)), mx)),
+                );
                 sum = _mm512_add_ps(sum, e);
                 _mm512_storeu_ps(s.as_mut_ptr().add(b * KEYS), e);
             }
@@ -342,30 +345,6 @@ impl Task<'_> {
 fn mask(vis: usize, b: usize) -> u16 {
     let n = vis.saturating_sub(b * KEYS).min(KEYS);
     ((1u32 << n) - 1) as u16
-}
-
-/// `e^x` per lane for x ≤ 0 (Cephes `expf`: x = n·ln 2 + r, degree-6 polynomial in r, scaled by 2ⁿ;
-/// within 2 ulp of the true value; far-negative inputs give 0).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn exp512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-        x,
-        _mm512_set1_ps(std::f32::consts::LOG2_E),
-    ));
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
-    let r2 = _mm512_mul_ps(r, r);
-    let y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
-    _mm512_scalef_ps(y, n)
 }
 
 #[cfg(test)]
@@ -438,33 +417,6 @@ mod tests {
                 &mut kt,
             );
             assert_eq!(&alone[..], &got[t0 * width..(t0 + len) * width], "row {ri}: alone ≠ in the call");
-        }
-    }
-
-    #[test]
-    fn vector_exp_is_within_two_ulp() {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            use std::arch::x86_64::*;
-            let mut x = -100.0f32;
-            while x <= 0.0 {
-                let xs: [f32; 16] = std::array::from_fn(|i| x - i as f32 * 1e-3);
-                let mut ys = [0f32; 16];
-                // SAFETY: the feature was just detected; 16 floats in and out.
-                unsafe {
-                    #[target_feature(enable = "avx512f")]
-                    unsafe fn run(xs: &[f32; 16], ys: &mut [f32; 16]) {
-                        _mm512_storeu_ps(ys.as_mut_ptr(), exp512(_mm512_loadu_ps(xs.as_ptr())));
-                    }
-                    run(&xs, &mut ys);
-                }
-                for (a, y) in xs.iter().zip(&ys) {
-                    let want = (*a as f64).exp();
-                    let ulp = (want as f32).abs() * f32::EPSILON;
-                    assert!(((*y as f64) - want).abs() <= 2.0 * ulp as f64 + 1e-44, "exp({a}) = {y}, want {want}");
-                }
-                x += 0.0137;
-            }
         }
     }
 }
