@@ -108,6 +108,8 @@ pub fn matmul_bf16(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) -> bo
     let mut packed = PACKED.with(|c| std::mem::take(&mut *c.borrow_mut()));
     let len = groups * kb * TILE * TILE;
     let packed_tiles = aligned(&mut packed, len);
+    // The padding group (an odd number of token groups) must read as zeros; pack writes the others.
+    packed_tiles[n.div_ceil(TILE) * kb * TILE * TILE..].fill(0);
     pack(x, n, k, packed_tiles);
     let packed_tiles: &[u32] = packed_tiles;
     let ptr = OutPtr(out.as_mut_ptr());
@@ -128,16 +130,16 @@ pub fn matmul_bf16(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) -> bo
     true
 }
 
-/// The first `len` elements of `v` from a 64-byte boundary on (grown and zeroed as needed): every tile
-/// row then is exactly one cache line (an unaligned 64-byte row touches two, halving the load rate).
+/// The first `len` elements of `v` from a 64-byte boundary on (grown as needed; the contents are
+/// whatever the last use left): every tile row then is exactly one cache line (an unaligned 64-byte row
+/// touches two, halving the load rate).
 fn aligned<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     let pad = 64 / std::mem::size_of::<T>();
-    v.clear();
-    v.resize(len + pad, T::default());
+    if v.len() < len + pad {
+        v.resize(len + pad, T::default());
+    }
     let off = v.as_ptr().align_offset(64).min(pad);
-    let s = &mut v[off..off + len];
-    s.fill(T::default());
-    s
+    &mut v[off..off + len]
 }
 
 /// B tiles: `packed[((g·kb + cb)·16 + p)·16 + t]` = the bf16 pair (x[16g + t, 32cb + 2p], x[.., + 1]).

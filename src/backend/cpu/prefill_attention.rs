@@ -149,8 +149,10 @@ unsafe fn row_avx512(
     let len = q.len() / (n_heads * d);
     let blocks = keys.div_ceil(KEYS);
     let per_head = blocks * D * KEYS;
-    kt.clear();
-    kt.resize(n_kv_heads * per_head, 0.0);
+    // Every element is written below (padding keys as zeros): grow only, never clear.
+    if kt.len() < n_kv_heads * per_head {
+        kt.resize(n_kv_heads * per_head, 0.0);
+    }
     // 1. kt[(kvh·blocks + b)·D·16 + c·16 + r] = K[slot_base + 16b + r, kvh, c] (zeros past the last key)
     let ktp = Shared(kt.as_mut_ptr());
     (0..n_kv_heads * blocks).into_par_iter().with_min_len(8).for_each(|i| {
@@ -263,8 +265,10 @@ impl Task<'_> {
         let keys = self.visible(nv - 1);
         let blocks = keys.div_ceil(KEYS);
         let stride = blocks * KEYS;
-        probs.clear();
-        probs.resize(Q_VECS * stride, 0.0);
+        // Every score of the task's blocks is written before it is read: grow only.
+        if probs.len() < Q_VECS * stride {
+            probs.resize(Q_VECS * stride, 0.0);
+        }
         let p = probs.as_mut_ptr();
         let q = qbuf.0.as_ptr();
         // 2. scores, 16 keys × 16 q vectors per step
