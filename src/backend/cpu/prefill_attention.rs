@@ -6,7 +6,8 @@
 //! Operations: [`attention_rows`].
 //!
 //! How, per row and kv head (AVX-512, `head_dim` = 128):
-//! 1. the row's K rows are transposed once into 16-key blocks `kt[block][c][16 keys]`;
+//! 1. the row's K rows are transposed once into 16-key blocks `kt[block][c][16 keys]`, its V rows copied
+//!    side by side per kv head;
 //! 2. a task takes [`Q_VECS`] q vectors (a block of the row's tokens × the q heads of the kv head) and
 //!    computes their scores 16 keys at a time (one K-block load feeds 16 FMAs with broadcast q elements);
 //! 3. softmax per q vector over its own visible keys (exponentials with a [`super::vexp::exp512`]),
@@ -149,30 +150,35 @@ unsafe fn row_avx512(
     let len = q.len() / (n_heads * d);
     let blocks = keys.div_ceil(KEYS);
     let per_head = blocks * D * KEYS;
+    // kt holds the transposed keys of every kv head, then each kv head's V rows side by side
+    // (`[kvh][key][D]`: the P·V loop then streams contiguous memory; in the cache a head's consecutive V
+    // rows lie n_kv_heads·512 bytes apart, all in one L1 set and out of the prefetchers' reach).
+    let total = 2 * n_kv_heads * per_head;
     // Every element is written below (padding keys as zeros): grow only, never clear.
-    if kt.len() < n_kv_heads * per_head {
-        kt.resize(n_kv_heads * per_head, 0.0);
+    if kt.len() < total {
+        kt.resize(total, 0.0);
     }
-    // 1. kt[(kvh·blocks + b)·D·16 + c·16 + r] = K[slot_base + 16b + r, kvh, c] (zeros past the last key)
+    // 1. kt[(kvh·blocks + b)·D·16 + c·16 + r] = K[slot_base + 16b + r, kvh, c] (zeros past the last key);
+    //    vrows[(kvh·blocks·16 + 16b + r)·D + c] = V[slot_base + 16b + r, kvh, c] (rows past the last key
+    //    are never read: P·V stops at the last visible key)
     let ktp = Shared(kt.as_mut_ptr());
     (0..n_kv_heads * blocks).into_par_iter().with_min_len(8).for_each(|i| {
         let (h, b) = (i / blocks, i % blocks);
-        // SAFETY: task i writes block i of kt alone; the keys read lie inside the row's slots.
+        let valid = (keys - b * KEYS).min(KEYS);
+        // SAFETY: task i writes block i of kt and of vrows alone; the keys read lie inside the row's slots.
         unsafe {
-            transpose_keys(
-                k_cache,
-                slot_base + b * KEYS,
-                (keys - b * KEYS).min(KEYS),
-                h,
-                n_kv_heads,
-                ktp.get().add(i * D * KEYS),
-            )
+            transpose_keys(k_cache, slot_base + b * KEYS, valid, h, n_kv_heads, ktp.get().add(i * D * KEYS));
+            let dst = ktp.get().add(n_kv_heads * per_head + i * D * KEYS);
+            for r in 0..valid {
+                let src = v_cache.as_ptr().add(((slot_base + b * KEYS + r) * n_kv_heads + h) * D);
+                std::ptr::copy_nonoverlapping(src, dst.add(r * D), D);
+            }
         }
     });
     // 2.–4. tasks of Q_VECS q vectors: `tq` tokens × `group` heads of one kv head
     let tq = Q_VECS / group;
     let qblocks = len.div_ceil(tq);
-    let kt: &[f32] = kt;
+    let (kt, vrows) = kt[..total].split_at(n_kv_heads * per_head);
     let outp = Shared(out.as_mut_ptr());
     let scale = 1.0 / (d as f32).sqrt();
     // Later token blocks see more keys: hand them out first so the tail of the pool's work is short.
@@ -181,11 +187,9 @@ unsafe fn row_avx512(
         let task = Task {
             q,
             kt: &kt[h * per_head..(h + 1) * per_head],
-            v_cache,
-            slot_base,
+            vrows: &vrows[h * per_head..(h + 1) * per_head],
             past,
             kvh: h,
-            n_kv_heads,
             group,
             tok0: qb * tq,
             toks: (len - qb * tq).min(tq),
@@ -226,11 +230,10 @@ struct Task<'a> {
     q: &'a [f32],
     /// This kv head's transposed key blocks.
     kt: &'a [f32],
-    v_cache: &'a [f32],
-    slot_base: usize,
+    /// This kv head's V rows, `[key][D]`.
+    vrows: &'a [f32],
     past: usize,
     kvh: usize,
-    n_kv_heads: usize,
     group: usize,
     tok0: usize,
     toks: usize,
@@ -312,8 +315,7 @@ impl Task<'_> {
             }
         }
         // 4. out = P · V: 8 q vectors × 32 columns per pass, keys in order
-        let vstride = self.n_kv_heads * D;
-        let v0 = self.v_cache.as_ptr().add((self.slot_base * self.n_kv_heads + self.kvh) * D);
+        let v0 = self.vrows.as_ptr();
         let mut g0 = 0;
         while g0 < nv {
             let gn = (nv - g0).min(8);
@@ -330,7 +332,7 @@ impl Task<'_> {
                         a[v] = _mm512_fmadd_ps(w, x0, a[v]);
                         bacc[v] = _mm512_fmadd_ps(w, x1, bacc[v]);
                     }
-                    vp = vp.add(vstride);
+                    vp = vp.add(D);
                 }
                 for v in 0..gn {
                     let o = out.add(self.at(g0 + v) + c0);
