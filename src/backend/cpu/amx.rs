@@ -43,6 +43,8 @@ const ROWS: usize = 2 * TILE;
 const TOKENS: usize = 2 * TILE;
 /// Contiguous row ranges per pool thread.
 const TASKS_PER_THREAD: usize = 4;
+/// k-blocks ahead whose weight tile rows are prefetched into L1 when tiles are read in place.
+const PF_BLOCKS: usize = 2;
 /// Packing the activations goes parallel from this many 16×32 blocks (below it a fork-join costs more).
 const PACK_PAR_BLOCKS: usize = 256;
 
@@ -252,9 +254,19 @@ unsafe fn task(
     let mut j = rows.start;
     while j < rows.end {
         let valid = (rows.end - j).min(ROWS);
-        // 1. the 32 weight rows as contiguous A tiles: panel[(cb·32 + r)·32 + c] = w[j + r, 32cb + c]
-        pack_panel(w, k, j, valid, panel);
-        let a = panel.as_ptr();
+        // 1. the 32 weight rows as contiguous A tiles: panel[(cb·32 + r)·32 + c] = w[j + r, 32cb + c];
+        //    with one token pair (batched decode) the tiles are used once: read them in place instead
+        //    (stride one weight row), prefetched PF_BLOCKS k-blocks ahead
+        let direct = groups == 2 && valid == ROWS;
+        let (a, lda) = if direct {
+            (w.as_ptr().add(j * k), k * 2)
+        } else {
+            pack_panel(w, k, j, valid, panel);
+            (panel.as_ptr() as *const bf16, KB * 2)
+        };
+        // A tile (cb, half) starts at a_at(cb, half) elements
+        let a_at =
+            |cb: usize, half: usize| if direct { half * TILE * k + cb * KB } else { (cb * ROWS + half * TILE) * KB };
         // The next panel's weight rows are prefetched into L2 during this one's k loops, so its packing
         // reads from L2 instead of waiting on memory: `pf_lines` cache lines per k-block step.
         let next = j + valid;
@@ -272,6 +284,12 @@ unsafe fn task(
             // 2. tmm4/5: weight rows j..j+16 / j+16..j+32 at k = 32cb; tmm6/7: token groups g / g+1 at
             //    k-block cb; every tile is 1 KiB contiguous (stride 64 bytes).
             for cb in 0..kb {
+                if direct && cb + PF_BLOCKS < kb {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    for r in 0..ROWS {
+                        _mm_prefetch::<_MM_HINT_T0>(a.add(r * k + (cb + PF_BLOCKS) * KB) as *const i8);
+                    }
+                }
                 for _ in 0..pf_lines {
                     if pf_at < next_lines {
                         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
@@ -280,16 +298,17 @@ unsafe fn task(
                     }
                 }
                 asm!(
-                    "tileloadd tmm4, [{a0} + {ld}*1]",
-                    "tileloadd tmm5, [{a1} + {ld}*1]",
+                    "tileloadd tmm4, [{a0} + {lda}*1]",
+                    "tileloadd tmm5, [{a1} + {lda}*1]",
                     "tileloadd tmm6, [{b0} + {ld}*1]",
                     "tileloadd tmm7, [{b1} + {ld}*1]",
                     "tdpbf16ps tmm0, tmm4, tmm6",
                     "tdpbf16ps tmm1, tmm4, tmm7",
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a.add(cb * ROWS * KB),
-                    a1 = in(reg) a.add((cb * ROWS + TILE) * KB),
+                    a0 = in(reg) a.add(a_at(cb, 0)),
+                    a1 = in(reg) a.add(a_at(cb, 1)),
+                    lda = in(reg) lda,
                     b0 = in(reg) b0.add(cb * TILE * TILE),
                     b1 = in(reg) b1.add(cb * TILE * TILE),
                     ld = in(reg) TILE * 4,
