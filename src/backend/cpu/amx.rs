@@ -262,7 +262,7 @@ unsafe fn task(
             (w.as_ptr().add(j * k), k * 2)
         } else {
             pack_panel(w, k, j, valid, panel);
-            (panel.as_ptr() as *const bf16, KB * 2)
+            (panel.as_ptr(), KB * 2)
         };
         // A tile (cb, half) starts at a_at(cb, half) elements
         let a_at =

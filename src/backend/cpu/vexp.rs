@@ -5,6 +5,9 @@
 
 /// `e^x` per lane (Cephes `expf`: x = n·ln 2 + r, degree-6 polynomial in r, scaled by 2ⁿ with `VSCALEFPS`):
 /// within 2 ulp of the true value; below −104 gives 0, above ~88.7 gives +∞, NaN stays NaN.
+///
+/// # Safety
+/// The CPU must support AVX-512F (call it from a `#[target_feature(enable = "avx512f")]` function).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub unsafe fn exp512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
