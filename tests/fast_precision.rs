@@ -57,3 +57,60 @@ fn fast_prefill_and_decode_keep_batch_equal_to_single() {
         assert_eq!(run(&mut e, &[p]), vec![batch[i].clone()], "row {i}: alone ≠ in the batch");
     }
 }
+
+/// A small bf16 model with the real head dim (128): the blocked prefill attention runs on it (the tiny
+/// fixtures' head dim 16 keeps them on the reference kernel).
+fn head128_model() -> std::path::PathBuf {
+    use latentmas::model::synth::{shape, write_checkpoint, SynthDtype};
+    let dir = std::env::temp_dir().join(format!("latentmas-fast-head128-{}", std::process::id()));
+    let mut cfg = shape("tiny").unwrap();
+    cfg.head_dim = 128;
+    write_checkpoint(&cfg, SynthDtype::Bf16, 7, &dir).unwrap();
+    dir
+}
+
+#[test]
+fn blocked_prefill_attention_stays_close_to_exact_and_keeps_batch_equal_to_single() {
+    if !amx::available() {
+        println!("SKIP (no AMX-BF16: the fast path falls back to the exact one here)");
+        return;
+    }
+    let dir = head128_model();
+    let open = |p: Precision| {
+        let mut e = Engine::open(&dir, KvBudget::Tokens(1024)).unwrap();
+        e.prefill_precision = p;
+        e
+    };
+    let (mut exact, mut fast) = (open(Precision::Exact), open(Precision::Bf16Activations));
+    let ids = |len: usize, s: usize| -> Vec<u32> { (0..len).map(|i| ((i * 7919 + s * 131) % 4000) as u32).collect() };
+    // A 70-token prompt, then 37 more on top of it (a later agent's prefill over past context).
+    let (first, second) = (ids(70, 1), ids(37, 2));
+    let mut out = Vec::new();
+    for e in [&mut exact, &mut fast] {
+        e.kv.reset();
+        let mut row = [e.kv.reserve(128).unwrap()];
+        e.prefill(&mut row, &[&first], true).unwrap();
+        let a = e.ws.logits.clone();
+        e.prefill(&mut row, &[&second], true).unwrap();
+        out.push((a, e.ws.logits.clone()));
+    }
+    for (x, y) in [(&out[0].0, &out[1].0), (&out[0].1, &out[1].1)] {
+        let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = x.iter().zip(y).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= 2e-2 * max.max(1.0) * 4.0, "max |exact - fast| = {err} (max |logit| {max})");
+    }
+    // batch = single: the long rows and a short one together, then each alone
+    let prompts: [&[u32]; 3] = [&first, &[5, 6, 7], &second];
+    let run = |e: &mut Engine, ps: &[&[u32]]| -> Vec<Vec<f32>> {
+        e.kv.reset();
+        let mut rows: Vec<_> = ps.iter().map(|_| e.kv.reserve(128).unwrap()).collect();
+        e.prefill(&mut rows, ps, true).unwrap();
+        let v = e.model.config.vocab_size;
+        (0..ps.len()).map(|i| e.ws.logits_row(i, v).to_vec()).collect()
+    };
+    let batch = run(&mut fast, &prompts);
+    for (i, p) in prompts.iter().enumerate() {
+        assert_eq!(run(&mut fast, &[p]), vec![batch[i].clone()], "row {i}: alone ≠ in the batch");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -6,11 +6,16 @@
 //!
 //! How: `TDPBF16PS` multiplies a 16×32 bf16 tile by a 32×16 bf16 tile (pairs of k interleaved, "VNNI")
 //! into a 16×16 f32 tile, 16 K multiply-adds per instruction. We compute `y'[j, t] = Σ_c W[j, c]·x[t, c]`:
-//! - A tiles are 16 weight rows × 32 k, loaded straight from the row-major weights (stride = row bytes):
-//!   the big operand is never repacked;
-//! - B tiles are 16 k-pairs × 16 tokens, built once per call from x (round to bf16, transpose pairs);
+//! - A tiles are 16 weight rows × 32 k. Each task copies 32 weight rows at a time into a "panel" of
+//!   contiguous 1 KiB tiles (the next panel's rows are prefetched into L2 meanwhile); loading a tile
+//!   straight from the row-major weights (16 lines a row apart) measured 2-3× slower: the rows fall into
+//!   two L1 sets and every line is refetched from L2 for every token pair;
+//! - B tiles are 16 k-pairs × 16 tokens, built once per call from x (round to bf16, pairs transposed in
+//!   registers), token groups spread over the pool;
 //! - per 32 rows × 32 tokens, four f32 accumulator tiles stay in tile registers over the whole k loop,
-//!   then are stored and written to `out` transposed.
+//!   then are stored and written to `out` transposed (16×16 in registers, one row store per token);
+//! - both tile buffers start on a 64-byte boundary: an unaligned tile row spans two cache lines
+//!   (measured 1.5× slower).
 //!
 //! Tile registers: tmm0–3 accumulators (rows 0–15 / 16–31 × tokens 0–15 / 16–31), tmm4–5 weights,
 //! tmm6–7 activations. Each task configures the tiles (`LDTILECFG`) and releases them (`TILERELEASE`).
@@ -38,8 +43,10 @@ const ROWS: usize = 2 * TILE;
 const TOKENS: usize = 2 * TILE;
 /// Contiguous row ranges per pool thread.
 const TASKS_PER_THREAD: usize = 4;
-/// k-blocks ahead whose A and B tile rows are prefetched into L1.
+/// k-blocks ahead whose weight tile rows are prefetched into L1 when tiles are read in place.
 const PF_BLOCKS: usize = 2;
+/// Packing the activations goes parallel from this many 16×32 blocks (below it a fork-join costs more).
+const PACK_PAR_BLOCKS: usize = 256;
 
 /// Whether AMX-BF16 is usable by this process (checked and enabled once).
 pub fn available() -> bool {
@@ -76,6 +83,8 @@ fn enable() -> bool {
 thread_local! {
     // The activations as B tiles, reused across calls (taken out while in use).
     static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    // A task's 32 weight rows as contiguous A tiles (reused across tasks and calls).
+    static PANEL: RefCell<Vec<bf16>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A raw output pointer shared by tasks that write disjoint columns.
@@ -99,9 +108,12 @@ pub fn matmul_bf16(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) -> bo
     // Token groups of 16, an even number of them (a missing group is zeros).
     let groups = n.div_ceil(TOKENS) * 2;
     let mut packed = PACKED.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    packed.clear();
-    packed.resize(groups * kb * TILE * TILE, 0);
-    pack(x, n, k, &mut packed);
+    let len = groups * kb * TILE * TILE;
+    let packed_tiles = aligned(&mut packed, len);
+    // The padding group (an odd number of token groups) must read as zeros; pack writes the others.
+    packed_tiles[n.div_ceil(TILE) * kb * TILE * TILE..].fill(0);
+    pack(x, n, k, packed_tiles);
+    let packed_tiles: &[u32] = packed_tiles;
     let ptr = OutPtr(out.as_mut_ptr());
     let tasks = (rayon::current_num_threads() * TASKS_PER_THREAD).max(1);
     let per = m.div_ceil(tasks).div_ceil(ROWS).max(1) * ROWS;
@@ -109,7 +121,7 @@ pub fn matmul_bf16(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) -> bo
     let body = |t: usize| {
         let rows = t * per..((t + 1) * per).min(m);
         // SAFETY: AMX was enabled (available()); the task owns columns `rows` of out; shapes were checked.
-        unsafe { task(wd, k, &packed, groups, n, m, rows, ptr) }
+        unsafe { task(wd, k, packed_tiles, groups, n, m, rows, ptr) }
     };
     if tasks == 1 {
         body(0);
@@ -118,6 +130,18 @@ pub fn matmul_bf16(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) -> bo
     }
     PACKED.with(|c| *c.borrow_mut() = packed);
     true
+}
+
+/// The first `len` elements of `v` from a 64-byte boundary on (grown as needed; the contents are
+/// whatever the last use left): every tile row then is exactly one cache line (an unaligned 64-byte row
+/// touches two, halving the load rate).
+fn aligned<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    let pad = 64 / std::mem::size_of::<T>();
+    if v.len() < len + pad {
+        v.resize(len + pad, T::default());
+    }
+    let off = v.as_ptr().align_offset(64).min(pad);
+    &mut v[off..off + len]
 }
 
 /// B tiles: `packed[((g·kb + cb)·16 + p)·16 + t]` = the bf16 pair (x[16g + t, 32cb + 2p], x[.., + 1]).
@@ -143,32 +167,43 @@ fn pack(x: &[f32], n: usize, k: usize, packed: &mut [u32]) {
 }
 
 /// [`pack`] with `VCVTNE2PS2BF16` (round to nearest even, as `bf16::from_f32` for every finite input)
-/// converting 32 floats per instruction into a 16×16 block that is then transposed into the tile.
+/// converting 32 floats per instruction (16 pairs of one token), then the 16×16 block of pairs transposed
+/// in registers into the tile. Token groups are spread over the pool (each writes its own tiles).
+#[cfg(target_arch = "x86_64")]
+unsafe fn pack_avx512(x: &[f32], n: usize, k: usize, packed: &mut [u32]) {
+    let kb = k / KB;
+    let groups = n.div_ceil(TILE);
+    let per_group = kb * TILE * TILE;
+    let body = |(g, dst): (usize, &mut [u32])| {
+        // SAFETY: the caller detected avx512bf16; group g's tokens lie inside x ([n, k]).
+        unsafe { pack_group_avx512(x, n, k, g, dst) }
+    };
+    let chunks = packed[..groups * per_group].par_chunks_exact_mut(per_group).enumerate();
+    if groups * kb >= PACK_PAR_BLOCKS {
+        chunks.for_each(body);
+    } else {
+        chunks.with_min_len(usize::MAX).for_each(body);
+    }
+}
+
+/// Token group `g` of [`pack_avx512`] into `dst` (`[kb][16 pairs][16 tokens]`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn pack_avx512(x: &[f32], n: usize, k: usize, packed: &mut [u32]) {
+unsafe fn pack_group_avx512(x: &[f32], n: usize, k: usize, g: usize, dst: &mut [u32]) {
     use std::arch::x86_64::*;
     let kb = k / KB;
-    let mut block = [0u32; TILE * TILE];
-    for g in 0..n.div_ceil(TILE) {
-        let rows = (n - g * TILE).min(TILE);
-        for cb in 0..kb {
-            for t in 0..TILE {
-                let v = if t < rows {
-                    let src = x.as_ptr().add((g * TILE + t) * k + cb * KB);
-                    let pairs = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src.add(16)), _mm512_loadu_ps(src));
-                    std::mem::transmute::<__m512bh, __m512i>(pairs)
-                } else {
-                    _mm512_setzero_si512()
-                };
-                _mm512_storeu_si512(block.as_mut_ptr().add(t * TILE) as *mut _, v);
-            }
-            let dst = &mut packed[(g * kb + cb) * TILE * TILE..][..TILE * TILE];
-            for p in 0..TILE {
-                for t in 0..TILE {
-                    dst[p * TILE + t] = block[t * TILE + p];
-                }
-            }
+    let rows = (n - g * TILE).min(TILE);
+    for cb in 0..kb {
+        let mut r = [_mm512_setzero_ps(); TILE];
+        for (t, v) in r.iter_mut().enumerate().take(rows) {
+            let src = x.as_ptr().add((g * TILE + t) * k + cb * KB);
+            let pairs = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src.add(16)), _mm512_loadu_ps(src));
+            *v = std::mem::transmute::<__m512bh, __m512>(pairs);
+        }
+        let t = transpose16(r);
+        let d = dst.as_mut_ptr().add(cb * TILE * TILE);
+        for (p, v) in t.iter().enumerate() {
+            _mm512_storeu_ps(d.add(p * TILE) as *mut f32, *v);
         }
     }
 }
@@ -212,87 +247,102 @@ unsafe fn task(
 ) {
     use std::arch::asm;
     let kb = k / KB;
-    let mut acc = [0f32; 4 * TILE * TILE];
-    // A zero-padded copy of the last rows when fewer than 32 remain.
-    let mut edge: Vec<bf16> = Vec::new();
+    let mut acc = Acc([0f32; 4 * TILE * TILE]);
+    let mut panel_buf = PANEL.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let panel = aligned(&mut panel_buf, ROWS * k);
     asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
     let mut j = rows.start;
     while j < rows.end {
         let valid = (rows.end - j).min(ROWS);
-        let wj = if valid == ROWS {
-            w.as_ptr().add(j * k)
+        // 1. the 32 weight rows as contiguous A tiles: panel[(cb·32 + r)·32 + c] = w[j + r, 32cb + c];
+        //    with one token pair (batched decode) the tiles are used once: read them in place instead
+        //    (stride one weight row), prefetched PF_BLOCKS k-blocks ahead
+        let direct = groups == 2 && valid == ROWS;
+        let (a, lda) = if direct {
+            (w.as_ptr().add(j * k), k * 2)
         } else {
-            edge.clear();
-            edge.extend_from_slice(&w[j * k..(j + valid) * k]);
-            edge.resize(ROWS * k, bf16::ZERO);
-            edge.as_ptr()
+            pack_panel(w, k, j, valid, panel);
+            (panel.as_ptr(), KB * 2)
         };
+        // A tile (cb, half) starts at a_at(cb, half) elements
+        let a_at =
+            |cb: usize, half: usize| if direct { half * TILE * k + cb * KB } else { (cb * ROWS + half * TILE) * KB };
+        // The next panel's weight rows are prefetched into L2 during this one's k loops, so its packing
+        // reads from L2 instead of waiting on memory: `pf_lines` cache lines per k-block step.
+        let next = j + valid;
+        let next_rows = (rows.end - next.min(rows.end)).min(ROWS);
+        let next_lines = next_rows * k * 2 / 64;
+        let steps = (groups / 2) * kb;
+        let pf_lines = next_lines.div_ceil(steps.max(1));
+        let next_base = w.as_ptr().add(next.min(rows.end) * k) as *const i8;
+        let mut pf_at = 0usize;
         let mut g = 0;
         while g < groups {
             let b0 = packed.as_ptr().add(g * kb * TILE * TILE);
             let b1 = packed.as_ptr().add((g + 1) * kb * TILE * TILE);
             asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+            // 2. tmm4/5: weight rows j..j+16 / j+16..j+32 at k = 32cb; tmm6/7: token groups g / g+1 at
+            //    k-block cb; every tile is 1 KiB contiguous (stride 64 bytes).
             for cb in 0..kb {
-                if cb + PF_BLOCKS < kb {
+                if direct && cb + PF_BLOCKS < kb {
                     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                    let ahead = cb + PF_BLOCKS;
                     for r in 0..ROWS {
-                        _mm_prefetch::<_MM_HINT_T0>(wj.add(r * k + ahead * KB) as *const i8);
-                    }
-                    for l in 0..TILE {
-                        _mm_prefetch::<_MM_HINT_T0>(b0.add(ahead * TILE * TILE + l * TILE) as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(b1.add(ahead * TILE * TILE + l * TILE) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(a.add(r * k + (cb + PF_BLOCKS) * KB) as *const i8);
                     }
                 }
-                // tmm4/5: weight rows j..j+16 / j+16..j+32 at k = 32cb (stride: one weight row);
-                // tmm6/7: token groups g / g+1 at k-block cb (stride 64 bytes).
+                for _ in 0..pf_lines {
+                    if pf_at < next_lines {
+                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                        _mm_prefetch::<_MM_HINT_T1>(next_base.add(pf_at * 64));
+                        pf_at += 1;
+                    }
+                }
                 asm!(
                     "tileloadd tmm4, [{a0} + {lda}*1]",
                     "tileloadd tmm5, [{a1} + {lda}*1]",
-                    "tileloadd tmm6, [{b0} + {ldb}*1]",
-                    "tileloadd tmm7, [{b1} + {ldb}*1]",
+                    "tileloadd tmm6, [{b0} + {ld}*1]",
+                    "tileloadd tmm7, [{b1} + {ld}*1]",
                     "tdpbf16ps tmm0, tmm4, tmm6",
                     "tdpbf16ps tmm1, tmm4, tmm7",
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) wj.add(cb * KB),
-                    a1 = in(reg) wj.add(TILE * k + cb * KB),
+                    a0 = in(reg) a.add(a_at(cb, 0)),
+                    a1 = in(reg) a.add(a_at(cb, 1)),
+                    lda = in(reg) lda,
                     b0 = in(reg) b0.add(cb * TILE * TILE),
                     b1 = in(reg) b1.add(cb * TILE * TILE),
-                    lda = in(reg) k * 2,
-                    ldb = in(reg) TILE * 4,
+                    ld = in(reg) TILE * 4,
                     options(nostack, readonly),
                 );
             }
-            let a = acc.as_mut_ptr();
+            let p = acc.0.as_mut_ptr();
             asm!(
                 "tilestored [{p0} + {ld}*1], tmm0",
                 "tilestored [{p1} + {ld}*1], tmm1",
                 "tilestored [{p2} + {ld}*1], tmm2",
                 "tilestored [{p3} + {ld}*1], tmm3",
-                p0 = in(reg) a,
-                p1 = in(reg) a.add(TILE * TILE),
-                p2 = in(reg) a.add(2 * TILE * TILE),
-                p3 = in(reg) a.add(3 * TILE * TILE),
+                p0 = in(reg) p,
+                p1 = in(reg) p.add(TILE * TILE),
+                p2 = in(reg) p.add(2 * TILE * TILE),
+                p3 = in(reg) p.add(3 * TILE * TILE),
                 ld = in(reg) TILE * 4,
                 options(nostack),
             );
-            // acc[(half_j·2 + half_t)·256 + jj·16 + tt] = y'[j + 16·half_j + jj, 16·(g + half_t) + tt]
+            // 3. acc[(half_j·2 + half_t)·256 + jj·16 + tt] = y'[j + 16·half_j + jj, 16·(g + half_t) + tt]:
+            //    each 16×16 block transposed in registers, one 16-wide row store per token
             for ht in 0..2 {
-                for tt in 0..TILE {
-                    let tok = (g + ht) * TILE + tt;
-                    if tok >= n {
+                let tok0 = (g + ht) * TILE;
+                if tok0 >= n {
+                    break;
+                }
+                let toks = (n - tok0).min(TILE);
+                for hj in 0..2 {
+                    let cols = valid.saturating_sub(hj * TILE).min(TILE);
+                    if cols == 0 {
                         break;
                     }
-                    let orow = out.0.add(tok * m + j);
-                    for hj in 0..2 {
-                        for jj in 0..TILE {
-                            let r = hj * TILE + jj;
-                            if r < valid {
-                                *orow.add(r) = acc[(hj * 2 + ht) * TILE * TILE + jj * TILE + tt];
-                            }
-                        }
-                    }
+                    let block = acc.0.as_ptr().add((hj * 2 + ht) * TILE * TILE);
+                    store_transposed(block, out.0.add(tok0 * m + j + hj * TILE), m, toks, cols);
                 }
             }
             g += 2;
@@ -300,6 +350,89 @@ unsafe fn task(
         j += valid;
     }
     asm!("tilerelease", options(nostack, nomem));
+    PANEL.with(|c| *c.borrow_mut() = panel_buf);
+}
+
+/// The tile accumulators parked in memory, aligned for the transposing loads.
+#[repr(C, align(64))]
+struct Acc([f32; 4 * TILE * TILE]);
+
+/// Copies weight rows `j..j + valid` (zeros past `valid`) into `panel` as A tiles:
+/// `panel[(cb·32 + r)·32 + c] = w[j + r, 32cb + c]`. Rows are read front to back (one sequential stream
+/// each), so the copy runs at memory speed and every tile load after it is one contiguous KiB.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_panel(w: &[bf16], k: usize, j: usize, valid: usize, panel: &mut [bf16]) {
+    use std::arch::x86_64::*;
+    let kb = k / KB;
+    let dst = panel.as_mut_ptr();
+    for r in 0..ROWS {
+        if r < valid {
+            let src = w.as_ptr().add((j + r) * k);
+            for cb in 0..kb {
+                let v = _mm512_loadu_si512(src.add(cb * KB) as *const _);
+                _mm512_storeu_si512(dst.add((cb * ROWS + r) * KB) as *mut _, v);
+            }
+        } else {
+            for cb in 0..kb {
+                _mm512_storeu_si512(dst.add((cb * ROWS + r) * KB) as *mut _, _mm512_setzero_si512());
+            }
+        }
+    }
+}
+
+/// `dst[t·ld + c] = src[c·16 + t]` for t < toks, c < cols: a 16×16 f32 block transposed in registers
+/// (unpack 32-bit, unpack 64-bit, two 128-bit lane shuffles), one (masked) 16-float store per row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_transposed(src: *const f32, dst: *mut f32, ld: usize, toks: usize, cols: usize) {
+    use std::arch::x86_64::*;
+    let mut r = [_mm512_setzero_ps(); TILE];
+    for (i, v) in r.iter_mut().enumerate() {
+        *v = _mm512_load_ps(src.add(i * TILE));
+    }
+    let t = transpose16(r);
+    let mask: __mmask16 = if cols == TILE { 0xFFFF } else { ((1u32 << cols) - 1) as __mmask16 };
+    for (i, v) in t.iter().enumerate().take(toks) {
+        _mm512_mask_storeu_ps(dst.add(i * ld), mask, *v);
+    }
+}
+
+/// Transposes the 16×16 matrix whose rows are `r`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+    use std::arch::x86_64::*;
+    let lo_pd = |a: __m512, b: __m512| _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+    let hi_pd = |a: __m512, b: __m512| _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+    // 1. interleave 32-bit elements of row pairs
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // 2. interleave 64-bit pairs: u[4q + s] holds column (4·lane128 + s) of rows 4q..4q+4
+    let mut u = [_mm512_setzero_ps(); 16];
+    for q in 0..4 {
+        u[4 * q] = lo_pd(t[4 * q], t[4 * q + 2]);
+        u[4 * q + 1] = hi_pd(t[4 * q], t[4 * q + 2]);
+        u[4 * q + 2] = lo_pd(t[4 * q + 1], t[4 * q + 3]);
+        u[4 * q + 3] = hi_pd(t[4 * q + 1], t[4 * q + 3]);
+    }
+    // 3. gather 128-bit lanes: rows 0..8 then 8..16
+    let mut v = [_mm512_setzero_ps(); 16];
+    for s in 0..4 {
+        v[s] = _mm512_shuffle_f32x4::<0x88>(u[s], u[4 + s]);
+        v[4 + s] = _mm512_shuffle_f32x4::<0xDD>(u[s], u[4 + s]);
+        v[8 + s] = _mm512_shuffle_f32x4::<0x88>(u[8 + s], u[12 + s]);
+        v[12 + s] = _mm512_shuffle_f32x4::<0xDD>(u[8 + s], u[12 + s]);
+    }
+    let mut o = [_mm512_setzero_ps(); 16];
+    for s in 0..8 {
+        o[s] = _mm512_shuffle_f32x4::<0x88>(v[s], v[8 + s]);
+        o[8 + s] = _mm512_shuffle_f32x4::<0xDD>(v[s], v[8 + s]);
+    }
+    o
 }
 
 #[cfg(not(target_arch = "x86_64"))]

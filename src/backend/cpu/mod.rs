@@ -3,7 +3,8 @@
 //!
 //! Ops: [`matmul::matmul`] (f32/bf16 weights), [`norm::rms_norm`], [`norm::add_rms_norm`],
 //! [`rope`] (half-split RoPE), [`qk::qk_norm_rope_write_kv`], [`attention::attention`],
-//! [`activation::swiglu`].
+//! [`activation::swiglu`]; [`prefill_attention::attention_rows`] (the blocked attention of the
+//! bf16-activation prefill).
 
 pub mod activation;
 pub mod amx;
@@ -12,6 +13,8 @@ pub mod matmul;
 pub mod mem;
 pub mod norm;
 pub mod ops;
+pub mod prefill_attention;
 pub mod probe;
 pub mod qk;
 pub mod rope;
+pub mod vexp;

@@ -2,10 +2,11 @@
 //! and exactly the functions of this module's siblings (the reference numerics the golden tests pin).
 
 use super::{
-    activation::swiglu,
+    activation::{swiglu, swiglu_fast},
     attention::{attention, AttnShape},
     matmul::{matmul_with, Precision},
     norm::{add_rms_norm, rms_norm},
+    prefill_attention::attention_rows,
     qk::{qk_norm_rope_write_kv, QkvShape},
     rope,
 };
@@ -13,7 +14,7 @@ use crate::backend::{CallLayout, ForwardOps, Linear, Norm};
 use crate::error::Result;
 use crate::kv::KvBuffer;
 use crate::model::config::Qwen3Config;
-use crate::model::matrix::WeightMatrix;
+use crate::model::matrix::{WeightData, WeightMatrix};
 use crate::model::qwen3::{Input, RowStep};
 use crate::model::weights::Weights;
 
@@ -25,6 +26,8 @@ pub struct CpuScratch {
     sin: Vec<f32>,
     /// The last `logits` (swapped out by `read_logits`).
     logits: Vec<f32>,
+    /// Transposed keys of the blocked prefill attention.
+    kt: Vec<f32>,
 }
 
 /// The cpu ops over borrowed weights and KV buffer.
@@ -60,6 +63,14 @@ impl CpuOps<'_> {
             Linear::GateUp(l) => &self.weights.layers[l].gate_up,
             Linear::Down(l) => &self.weights.layers[l].down,
         }
+    }
+    /// Whether the call takes the fast kernels (blocked FMA attention, vectorised SwiGLU): only where the
+    /// projections run with bf16 activations on AMX (bf16 weights, the CPU has AMX); exact calls and f32
+    /// models never do.
+    fn fast(&self) -> bool {
+        self.precision == Precision::Bf16Activations
+            && self.weights.layers.first().is_some_and(|l| matches!(l.qkv.data, WeightData::Bf16(_)))
+            && super::amx::available()
     }
     fn eps(&self) -> f32 {
         self.cfg.rms_norm_eps as f32
@@ -155,14 +166,24 @@ impl ForwardOps for CpuOps<'_> {
             AttnShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
         let (k_cache, v_cache) = self.kv.layer(layer);
         let out = fit(out, n * qw);
-        attention(&self.scratch.q, k_cache, v_cache, &layout.spans, shape, out);
+        if self.fast() {
+            // The fast prefill: rows with many tokens on the blocked FMA kernel, the others exact.
+            let kt = &mut self.scratch.kt;
+            attention_rows(&self.scratch.q, k_cache, v_cache, &layout.rows, &layout.spans, shape, out, kt);
+        } else {
+            attention(&self.scratch.q, k_cache, v_cache, &layout.spans, shape, out);
+        }
         Ok(())
     }
 
     fn swiglu(&mut self, gate_up: &Vec<f32>, rows: usize, out: &mut Vec<f32>) -> Result<()> {
         let inter = self.cfg.intermediate_size;
         let out = fit(out, rows * inter);
-        swiglu(gate_up, inter, out);
+        if self.fast() {
+            swiglu_fast(gate_up, inter, out);
+        } else {
+            swiglu(gate_up, inter, out);
+        }
         Ok(())
     }
 

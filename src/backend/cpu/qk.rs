@@ -2,6 +2,8 @@
 //! token, q heads are normalised (`q_norm`) and rotated in place, k heads are normalised (`k_norm`),
 //! rotated and written into the token's K slot, v heads are copied into its V slot.
 
+use rayon::prelude::*;
+
 use super::{norm::rms_norm_row, rope::rotate};
 
 /// Sizes of the fused q|k|v rows.
@@ -37,9 +39,13 @@ pub fn qk_norm_rope_write_kv(
     let width = shape.width();
     let half = d / 2;
     let kv_w = n_kv_heads * d;
-    let mut tmp = [0f32; 512];
-    assert!(d <= tmp.len(), "head_dim {d} > 512");
-    for (t, row) in qkv.chunks_exact_mut(width).enumerate() {
+    assert!(d <= 512, "head_dim {d} > 512");
+    let n = qkv.len() / width;
+    assert!(slots.len() >= n && cos.len() >= n * half && sin.len() >= n * half, "qk_norm_rope_write_kv: shapes");
+    assert!(slots[..n].iter().all(|&s| (s + 1) * kv_w <= k_cache.len().min(v_cache.len())), "slot outside the cache");
+    let (kp, vp) = (CachePtr(k_cache.as_mut_ptr()), CachePtr(v_cache.as_mut_ptr()));
+    let token = |(t, row): (usize, &mut [f32])| {
+        let mut tmp = [0f32; 512];
         let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
         let (q, kv) = row.split_at_mut(n_heads * d);
         for head in q.chunks_exact_mut(d) {
@@ -54,7 +60,33 @@ pub fn qk_norm_rope_write_kv(
             rotate(head, c, s);
         }
         let slot = slots[t];
-        k_cache[slot * kv_w..(slot + 1) * kv_w].copy_from_slice(k);
-        v_cache[slot * kv_w..(slot + 1) * kv_w].copy_from_slice(v);
+        // SAFETY: the slot lies inside both caches (asserted above); tokens run in parallel only when their
+        // slots are distinct (checked below), so no two threads write the same cache row.
+        unsafe {
+            std::ptr::copy_nonoverlapping(k.as_ptr(), kp.get().add(slot * kv_w), kv_w);
+            std::ptr::copy_nonoverlapping(v.as_ptr(), vp.get().add(slot * kv_w), kv_w);
+        }
+    };
+    // In parallel only when the slots are strictly increasing (so distinct: no two tokens write one row).
+    if n < PARALLEL_MIN_TOKENS || !slots[..n].windows(2).all(|w| w[0] < w[1]) {
+        qkv.chunks_exact_mut(width).enumerate().for_each(token);
+    } else {
+        qkv.par_chunks_exact_mut(width).enumerate().for_each(token);
+    }
+}
+
+/// Tokens from which the work is spread over the pool (prefill; decode stays on the calling thread).
+const PARALLEL_MIN_TOKENS: usize = 16;
+
+/// The caches' base pointer, shared by tokens that write distinct slots.
+#[derive(Clone, Copy)]
+struct CachePtr(*mut f32);
+// SAFETY: each token writes only its own slot's rows, distinct across the tokens run in parallel.
+unsafe impl Send for CachePtr {}
+unsafe impl Sync for CachePtr {}
+
+impl CachePtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
