@@ -179,12 +179,16 @@ impl Device for HostDevice {
     unsafe fn launch<P: KernelOp + Send + 'static>(&mut self, p: &P) -> Result<()> {
         // validate now, as a GPU launch fails at the launch call, not at replay
         p.plan()?;
+        let Some(rec) = self.recording.as_mut() else {
+            // SAFETY: the caller vouches for every pointer in `p`.
+            return unsafe { emu::emulate(p, self.opts) }.map_err(Error::from);
+        };
         let p = *p;
-        // SAFETY: the caller vouches for every pointer in `p` (for a recorded launch: until the replay,
-        // which the graph rules of `backend::gpu` guarantee by dropping graphs whose buffers moved).
+        // SAFETY: the caller vouches for every pointer in `p` until the replay, which the graph rules of
+        // `backend::gpu` guarantee by dropping graphs whose buffers moved.
         let run = move |opts| unsafe { emu::emulate(&p, opts) }.map_err(Error::from);
-        // SAFETY: as above.
-        unsafe { self.queue(Cmd::Launch(Box::new(run))) }
+        rec.push(Cmd::Launch(Box::new(run)));
+        Ok(())
     }
 
     unsafe fn gemm(&mut self, g: &Gemm) -> Result<()> {

@@ -653,11 +653,14 @@ impl<D: Device> GpuModel<D> {
             self.ops.launch(&p)?;
             r0 += n;
         }
-        let mut tmp = vec![bf16::ZERO; rows * d];
-        lat.out.get()?.download(&mut self.ops.dev, 0, &mut tmp)?;
+        // through the host read scratch: a latent step allocates nothing once it has grown
+        let mut tmp = std::mem::take(&mut self.ops.host.read);
+        tmp.resize(rows * d, bf16::ZERO);
+        let r = lat.out.get()?.download(&mut self.ops.dev, 0, &mut tmp);
         out.clear();
         out.extend(tmp.iter().map(|v| v.to_f32()));
-        Ok(())
+        self.ops.host.read = tmp;
+        r
     }
 
     /// Layer `layer`'s K and V planes as f32 `[slots, KVH, d]` (tests).
