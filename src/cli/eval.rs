@@ -24,6 +24,10 @@ pub struct Args {
     /// Results JSONL (appended; finished items are skipped on a rerun).
     #[arg(long)]
     out: PathBuf,
+    /// The interpreter that runs model-written code (mbppplus, humanevalplus); it must import numpy.
+    /// `tools/install_sandbox_python.sh` sets one up and prints its path.
+    #[arg(long, env = latentmas::eval::code_exec::PYTHON_ENV, default_value = "python3")]
+    python: PathBuf,
 }
 
 /// The engine as an eval solver.
@@ -68,7 +72,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let label = a.method.label(&cfg);
     let session = a.method.open(&cfg, &questions)?;
     let mut solver = EngineSolver { session, label };
-    let opts = EvalOptions { limit: a.limit, batch_size: a.method.batch, ..EvalOptions::new(a.task, &a.out) };
+    let mut opts = EvalOptions { limit: a.limit, batch_size: a.method.batch, ..EvalOptions::new(a.task, &a.out) };
+    opts.exec.python = a.python;
     let run = eval::run_eval(&mut solver, &items, &opts)?;
     if let Some(info) = &run.sandbox {
         if let Some(note) = &info.note {

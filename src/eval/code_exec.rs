@@ -1,7 +1,9 @@
 //! Running a model's Python answer against a benchmark's tests, in a child process, never in ours.
 //!
 //! Public operations:
-//! - [`ExecConfig`] (+ `Default`): interpreter, timeout, resource limits, network isolation.
+//! - [`ExecConfig`] (+ `Default`): interpreter, timeout, resource limits, network isolation. The default
+//!   interpreter is `$LATENTMAS_PYTHON` when set (what `tools/install_sandbox_python.sh` prints), else
+//!   `python3` on `PATH`.
 //! - [`run_python`]: run one program in a fresh sandbox, returning an [`ExecOutcome`].
 //! - [`preflight`]: check once that the sandbox works and can import numpy (the tests of both code
 //!   benchmarks need it); reports whether network isolation is in force ([`SandboxInfo`]).
@@ -55,6 +57,8 @@ pub const DEFAULT_MAX_PROCESSES: u64 = 256;
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 /// uid/gid the child runs as when we are root.
 pub const NOBODY: u32 = 65534;
+/// The environment variable naming the default interpreter (the CLI's `--python` reads it too).
+pub const PYTHON_ENV: &str = "LATENTMAS_PYTHON";
 /// How much of the child's stderr is kept for the failure detail.
 const STDERR_TAIL_BYTES: u64 = 2048;
 
@@ -106,7 +110,7 @@ pub struct ExecConfig {
 impl Default for ExecConfig {
     fn default() -> Self {
         ExecConfig {
-            python: PathBuf::from("python3"),
+            python: std::env::var_os(PYTHON_ENV).map_or_else(|| PathBuf::from("python3"), PathBuf::from),
             timeout: DEFAULT_TIMEOUT,
             memory_bytes: DEFAULT_MEMORY_BYTES,
             max_processes: DEFAULT_MAX_PROCESSES,
@@ -204,9 +208,18 @@ pub fn preflight(cfg: &ExecConfig) -> Result<SandboxInfo> {
     let network_isolated = cfg.network != NetIsolation::Off && run_python("pass", &probe).is_ok();
     let outcome = run_python("import numpy", cfg)?;
     if !outcome.passed() {
+        let who = if drop_to_nobody(cfg) { format!(" as uid {NOBODY} (we are root)") } else { String::new() };
         return Err(Error::Other(format!(
-            "code scoring: the sandboxed {} cannot import numpy, which the benchmark tests need ({outcome})",
-            cfg.python.display()
+            "code scoring: the sandboxed {}{who} cannot import numpy, which the benchmark tests need ({outcome}). \
+             Fix: run `tools/install_sandbox_python.sh` from the latentmas repository (it sets up a venv with numpy \
+             that the sandbox can run) and pass the path it prints as `--python PATH` (or set {PYTHON_ENV}); by hand: \
+             `python3 -m venv DIR && DIR/bin/pip install numpy`, then `--python DIR/bin/python`{}",
+            cfg.python.display(),
+            if drop_to_nobody(cfg) {
+                ", with DIR and its interpreter readable by uid 65534 (not under /root)"
+            } else {
+                ""
+            }
         )));
     }
     Ok(SandboxInfo { network_isolated, runs_as_nobody: drop_to_nobody(cfg), note: None })
