@@ -3,6 +3,7 @@
 mod align;
 mod bench;
 mod common;
+mod devices;
 mod eval;
 mod extract;
 mod ffi_flags;
@@ -43,6 +44,8 @@ enum Command {
     Extract(extract::Args),
     /// The CUDA kernels built into this binary: registers, spills, shared memory per kernel (ptxas -v).
     Kernels(kernels::Args),
+    /// What this machine offers: the CPU's SIMD features and whether a CUDA device is usable.
+    Devices(devices::Args),
     /// Print the compiler and linker flags of a C program using the C ABI (ffi/latentmas.h).
     FfiFlags(ffi_flags::Args),
     /// Measure bandwidth, peak FLOP/s, prefill, decode, latent steps and whole questions, with % of roofline.
@@ -58,6 +61,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Report(a) => report::run(a),
         Command::Extract(a) => extract::run(a),
+        Command::Devices(a) => devices::run(a),
         Command::FfiFlags(a) => ffi_flags::run(a),
         Command::Kernels(a) => kernels::run(a),
         Command::Bench(a) => bench::run(a),
