@@ -254,3 +254,20 @@ fn run_on_the_emu_device_traces_like_cpu() {
     }
     assert!(c.as_array().unwrap().last().unwrap()["generated_ids"].as_array().is_some_and(|a| !a.is_empty()));
 }
+
+#[test]
+fn devices_names_the_cpu_and_the_cuda_verdict() {
+    let out = ok(&["devices"]);
+    assert!(out.lines().any(|l| l.starts_with("cpu: ")), "{out}");
+    let cuda = out.lines().find(|l| l.starts_with("cuda: ")).unwrap_or_else(|| panic!("no cuda line: {out}"));
+    let required = latentmas(&["devices", "--require", "cuda"]);
+    let err = String::from_utf8_lossy(&required.stderr);
+    if cuda.contains("no CUDA driver/device found") || cuda.contains("kernels are not in this build") {
+        // No usable device: --require makes that an error, in one line, without a panic.
+        assert!(!required.status.success(), "--require cuda must fail here: {cuda}");
+        assert!(err.contains("no CUDA driver/device found") || err.contains("kernels are not in this build"), "{err}");
+        assert!(!err.contains("panicked") && err.trim().lines().count() == 1, "{err}");
+    } else {
+        assert!(required.status.success(), "a usable device ({cuda}) but --require cuda failed: {err}");
+    }
+}
