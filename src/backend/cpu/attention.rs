@@ -4,6 +4,7 @@
 //! "see slots [slot_base, slot_base + len)". No padding entries exist, so no mask is ever needed.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -32,6 +33,28 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Floats of score buffer that every thread of the pool already holds.
+static SCORES_ON_EVERY_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+/// Gives every pool thread a score buffer of `floats` before the parallel loop runs. Work stealing
+/// decides which threads run attention tasks, so a thread can take its first one only many steps into
+/// a decode; sizing each thread's buffer here keeps that first task from allocating mid-decode.
+fn reserve_scores_on_every_thread(floats: usize) {
+    if SCORES_ON_EVERY_THREAD.load(Ordering::Relaxed) >= floats {
+        return;
+    }
+    rayon::broadcast(|_| {
+        SCORES.with(|cell| {
+            let mut scores = cell.borrow_mut();
+            if scores.capacity() < floats {
+                scores.clear();
+                scores.reserve_exact(floats);
+            }
+        })
+    });
+    SCORES_ON_EVERY_THREAD.fetch_max(floats, Ordering::Relaxed);
+}
+
 /// Lanes of the q·k dot product: 16 independent partial sums, then the fixed pairwise tree of
 /// [`reduce16`]. Plain multiplies and adds (Rust never fuses them), so every ISA gives the same bits.
 const LANES: usize = 16;
@@ -55,6 +78,9 @@ pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], spans: &[AttnSpan]
     assert_eq!(q.len(), spans.len() * n_heads * d, "attention: q is not [n, H, d]");
     assert_eq!(out.len(), q.len(), "attention: out is not [n, H, d]");
     let scale = 1.0 / (d as f32).sqrt();
+    // Room for the longest span the buffer can hold (what `attend` would reserve on first use).
+    let longest = spans.iter().map(|s| s.len).max().unwrap_or(0);
+    reserve_scores_on_every_thread(n_heads * (k_cache.len() / (n_kv_heads * d)).max(longest));
     // kv heads per task: the largest divisor of KVH giving enough tasks.
     let want_blocks = (rayon::current_num_threads() * TASKS_PER_THREAD).div_ceil(spans.len().max(1));
     let per = (1..=n_kv_heads).rev().find(|p| n_kv_heads % p == 0 && n_kv_heads / p >= want_blocks).unwrap_or(1);
