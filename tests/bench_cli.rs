@@ -1,6 +1,6 @@
 //! `latentmas bench` end to end on a tiny model: the JSON has the keys tools/bench_transformers.py shares,
-//! `--compare` prints ours, theirs and the ratio, `--device cuda` without a device says it ran nothing, a bad compare file
-//! fails before any measuring.
+//! `--compare` (given twice) prints ours, each engine's figure and the ratios, `--device cuda` without a
+//! device says it ran nothing, a bad compare file fails before any measuring.
 
 use std::process::{Command, Output};
 
@@ -18,14 +18,31 @@ fn bench_writes_the_shared_keys_and_compares() {
         r#"{"engine": "other", "prefill_tok_s": 10.0, "decode_ms_per_token": {"1": 1000.0}, "end_to_end_s": {"latent": 100.0}}"#,
     )
     .unwrap();
+    let llama = dir.join("llama.json");
+    std::fs::write(
+        &llama,
+        r#"{"engine": "llama.cpp", "cpu": "Some CPU", "prefill_tok_s": 1e9, "decode_ms_per_token": {"1": 2000.0}, "decode_effective_gbs": 27.5}"#,
+    )
+    .unwrap();
     let json = dir.join("ours.json");
     let args = ["bench", "--model", "tests/data/tiny-tied", "--runs", "1", "--steps", "1", "--threads", "2"];
-    let out =
-        latentmas(&[&args[..], &["--json", json.to_str().unwrap(), "--compare", theirs.to_str().unwrap()]].concat());
+    let out = latentmas(
+        &[
+            &args[..],
+            &["--json", json.to_str().unwrap()],
+            &["--compare", theirs.to_str().unwrap()],
+            &["--compare", llama.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("% roofline") && stdout.contains("ours vs theirs"), "{stdout}");
+    assert!(stdout.contains("% roofline") && stdout.contains("row (median)"), "{stdout}");
     assert!(stdout.contains("× better"), "the compare table shows ratios:\n{stdout}");
+    // both engines get a column; llama.cpp's absurd prefill makes ours worse there, its effective GB/s is printed
+    assert!(stdout.contains("vs other") && stdout.contains("vs llama.cpp"), "{stdout}");
+    assert!(stdout.contains("× worse"), "{stdout}");
+    assert!(stdout.contains("27.5 GB/s effective") && stdout.contains("llama.cpp ran on Some CPU"), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for key in ["bandwidth_gbs", "prefill_tok_s", "latent_step_ms", "decode_roofline_pct", "ttft_ms", "peak_gflops"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");

@@ -3,7 +3,8 @@
 //!
 //! Operations: [`run`] (everything, on an open [`Engine`]), [`synth_model`] (a cached random-weight
 //! checkpoint of a real shape), [`BenchReport::table`],
-//! [`compare_table`] (ours vs another report with the same keys, e.g. `tools/bench_transformers.py`).
+//! [`compare_table`] (ours vs other engines' reports with the same keys: `tools/bench_transformers.py`,
+//! `tools/bench_llamacpp.sh`).
 //!
 //! Rooflines: decode and latent steps stream their weights once per step, so their floor is
 //! `weight bytes / triad bandwidth`; prefill is compute bound, so its floor is `FLOPs / peak FLOP/s` of the
@@ -496,46 +497,66 @@ pub fn lookup(v: &serde_json::Value, key: &str) -> Option<f64> {
     cur.as_f64()
 }
 
-/// Ours, theirs and the ratio per row. The ratio is "how many times better ours is": theirs/ours for
-/// times, ours/theirs for rates; rows missing from theirs show "-".
-pub fn compare_table(ours: &BenchReport, theirs: &serde_json::Value) -> String {
-    let name = theirs.get("engine").and_then(|v| v.as_str()).unwrap_or("theirs");
-    let mut s = format!(
-        "{:<58} {:>10} {:>10} {:<8} {:>14}\n",
-        "row (median)",
-        "latentmas",
-        truncate(name, 10),
-        "unit",
-        "ours vs theirs"
-    );
+/// Ours, each other engine's figure and the ratio per row. The ratio is "how many times better ours
+/// is": theirs/ours for times, ours/theirs for rates; rows an engine did not measure show "-". An
+/// engine's `decode_effective_gbs` (the bandwidth its decode reached) is printed under the table: it is
+/// the ceiling the machine really streams at, to read our "% roofline" against.
+pub fn compare_table(ours: &BenchReport, others: &[serde_json::Value]) -> String {
+    let names: Vec<String> = others
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v.get("engine").and_then(|v| v.as_str()).map_or(format!("other {}", i + 1), str::to_owned))
+        .collect();
+    let mut s = format!("{:<58} {:>10}", "row (median)", "latentmas");
+    for n in &names {
+        s += &format!(" {:>12}", truncate(n, 12));
+    }
+    s += &format!(" {:<8}", "unit");
+    for n in &names {
+        s += &format!(" {:>18}", format!("vs {}", truncate(n, 15)));
+    }
+    s += "\n";
     for r in &ours.rows {
-        let t = lookup(theirs, &r.key);
-        let ratio = t.map(|t| if r.higher_is_better { r.stats.median / t } else { t / r.stats.median });
         let machine =
             matches!(r.key.as_str(), "bandwidth_gbs" | "read_bandwidth_gbs" | "peak_gflops" | "peak_bf16_gflops");
-        s += &format!(
-            "{:<58} {:>10} {:>10} {:<8} {:>14}\n",
-            r.label,
-            fmt_num(r.stats.median),
-            t.map_or("-".into(), fmt_num),
-            r.unit,
-            match ratio {
+        let theirs: Vec<Option<f64>> = others.iter().map(|v| lookup(v, &r.key)).collect();
+        s += &format!("{:<58} {:>10}", r.label, fmt_num(r.stats.median));
+        for t in &theirs {
+            s += &format!(" {:>12}", t.map_or("-".into(), fmt_num));
+        }
+        s += &format!(" {:<8}", r.unit);
+        for t in &theirs {
+            let ratio = t.map(|t| if r.higher_is_better { r.stats.median / t } else { t / r.stats.median });
+            let cell = match ratio {
                 Some(x) if machine => format!("{x:.2} (machine)"),
                 Some(x) => format!("{x:.2}× {}", if x >= 1.0 { "better" } else { "worse" }),
                 None => "-".into(),
-            }
-        );
+            };
+            s += &format!(" {cell:>18}");
+        }
+        s += "\n";
     }
-    let load = theirs
-        .get("load_avg_before")
-        .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" "));
     s += &format!(
-        "\nload average: ours {} (before) / {} (after); theirs {} (before)\n",
+        "\nload average: latentmas {} (before) / {} (after)",
         fmt_load(ours.load_avg_before),
-        fmt_load(ours.load_avg_after),
-        load.unwrap_or_else(|| "n/a".into())
+        fmt_load(ours.load_avg_after)
     );
+    for (n, v) in names.iter().zip(others) {
+        let load = v
+            .get("load_avg_before")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" "));
+        s += &format!("; {n} {} (before)", load.unwrap_or_else(|| "n/a".into()));
+    }
+    s += "\n";
+    for (n, v) in names.iter().zip(others) {
+        if let Some(gbs) = lookup(v, "decode_effective_gbs") {
+            s += &format!("{n} streamed its decode weights at {gbs:.1} GB/s effective\n");
+        }
+        if let Some(cpu) = v.get("cpu").and_then(|c| c.as_str()).filter(|c| !c.is_empty()) {
+            s += &format!("{n} ran on {cpu}\n");
+        }
+    }
     s
 }
 

@@ -1,5 +1,6 @@
 //! `latentmas bench`: the machine's ceilings and the engine's workloads side by side, as a table and JSON;
-//! `--compare FILE` adds another engine's numbers (same JSON keys, e.g. tools/bench_transformers.py).
+//! `--compare FILE` (repeatable) adds other engines' numbers (same JSON keys: tools/bench_transformers.py,
+//! tools/bench_llamacpp.sh).
 
 use std::path::PathBuf;
 
@@ -44,9 +45,10 @@ pub struct Args {
     /// Write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// A JSON report of another engine (same keys): print ours, theirs and the ratio per row.
+    /// A JSON report of another engine (same keys): print ours, theirs and the ratio per row. Repeat it
+    /// for several engines (e.g. transformers and llama.cpp side by side).
     #[arg(long)]
-    compare: Option<PathBuf>,
+    compare: Vec<PathBuf>,
 }
 
 /// The model directory: `--model`, or a synthesized `--shape` (made once, reused after).
@@ -91,13 +93,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     set_threads(a.threads);
     let opts = BenchOptions { runs: a.runs, steps: a.steps.max(1), end_to_end: !a.no_e2e, ..Default::default() };
     // Read the comparison first: a bad file should fail before minutes of measuring.
-    let theirs: Option<serde_json::Value> = match &a.compare {
-        Some(p) => {
+    let others = a
+        .compare
+        .iter()
+        .map(|p| {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Some(serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?)
-        }
-        None => None,
-    };
+            let v: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?;
+            anyhow::ensure!(v.is_object(), "{}: not a bench report (expected a JSON object)", p.display());
+            Ok(v)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let dir = model_dir(&a)?;
     // A one-slot engine first, to size the KV buffer from the workloads' needs.
     let probe = Engine::open(&dir, KvBudget::Tokens(1))?;
@@ -109,8 +115,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let report = bench::run(&mut engine, &opts, |what| bar.set_message(format!("measuring {what} ...")))?;
     bar.finish_and_clear();
     println!("{}", report.table());
-    if let Some(theirs) = &theirs {
-        println!("{}", bench::compare_table(&report, theirs));
+    if !others.is_empty() {
+        println!("{}", bench::compare_table(&report, &others));
     }
     if let Some(path) = &a.json {
         write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
