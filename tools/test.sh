@@ -15,5 +15,11 @@ LATENTMAS_PYTHON="$(tools/install_sandbox_python.sh)"
 export LATENTMAS_PYTHON
 # --nocapture: tests that cannot run here (no ../shared, no CUDA device, no valgrind) say SKIP in the log.
 cargo test --release "$@" -- --nocapture
+# A first sanitizer build starts from a copy of the release build (cargo's fingerprints are relative to the
+# target directory), so only this crate is rebuilt, not every dependency.
+if [[ ! -d target/tsan/release ]]; then
+  mkdir -p target/tsan
+  cp -a target/release target/tsan/
+fi
 LATENTMAS_EMU_TSAN=1 CARGO_TARGET_DIR=target/tsan cargo test --release --test kernels_emu -- --nocapture
 tools/check_no_sanitizer.sh target/release/latentmas target/release/liblatentmas.so
