@@ -9,6 +9,7 @@
 //! - [`latent`]: the alignment matrix W_a and the latent step's input vector.
 //! - [`mas`]: prompts, agents, topologies, baselines, reports.
 //! - [`eval`]: datasets, answer extraction, scoring.
+//! - [`output`] + [`interrupt`]: files written whole or not at all, and cleanup on SIGINT/SIGTERM.
 
 pub mod backend;
 pub mod bench;
@@ -16,11 +17,13 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod ffi;
+pub mod interrupt;
 pub mod kernels;
 pub mod kv;
 pub mod latent;
 pub mod mas;
 pub mod model;
+pub mod output;
 pub mod sample;
 pub mod tokenizer;
 

@@ -12,6 +12,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // SIGINT/SIGTERM run cleanups (temporary files, sandboxes) before the process dies of the signal.
+    if let Err(e) = latentmas::interrupt::install() {
+        eprintln!("warning: signal handling not installed ({e}); an interrupt may leave temporary files");
+    }
     let args = cli::Cli::parse();
     match cli::dispatch(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -185,24 +185,32 @@ fn report_tables_and_chart() {
     eval::run_eval(&mut Arith::new("single"), &items, &opts(&one, 5)).expect("runs");
     eval::run_eval(&mut Arith::new("latent_mas & co"), &items, &EvalOptions { limit: Some(4), ..opts(&two, 2) })
         .expect("runs");
-    // An overlapping copy of some records and a partial line in the second file.
-    let dup: String = std::fs::read_to_string(&one).expect("read").lines().take(2).map(|l| format!("{l}\n")).collect();
+    // A partial line in the second file is skipped with a warning.
     let mut f = std::fs::read_to_string(&two).expect("read");
-    f.push_str(&dup);
     f.push_str("{\"id\": \"cut");
-    std::fs::write(&two, f).expect("write");
+    std::fs::write(&two, &f).expect("write");
 
-    let report = eval::build_report(&[one, two.clone()]).expect("report");
+    let report = eval::build_report(&[one.clone(), two.clone()]).expect("report");
     let methods: Vec<(&str, usize, usize)> =
         report.summaries.iter().map(|s| (s.method.as_str(), s.n, s.correct)).collect();
     assert_eq!(methods, [("single", 10, 5), ("latent_mas & co", 4, 2)]);
-    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
-    assert!(report.warnings.iter().any(|w| w.contains("partial last line")));
-    assert!(report.warnings.iter().any(|w| w.contains("single: ignored 2 repeated")));
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(report.warnings[0].contains("partial last line"));
     let table = report.to_string();
     println!("{table}");
     assert_eq!(table.lines().count(), 3);
     assert!(table.contains("latent_mas & co") && table.contains("50.0%"));
+
+    // An overlapping copy of records (or the same file twice) is refused, naming both places.
+    let dup: String = std::fs::read_to_string(&one).expect("read").lines().take(2).map(|l| format!("{l}\n")).collect();
+    let three = dir.join("results3.jsonl");
+    std::fs::write(&three, dup).expect("write");
+    let err = eval::build_report(&[one.clone(), three.clone()]).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err.contains("recorded twice") && err.contains("results1.jsonl:1") && err.contains("results3.jsonl:1"),
+        "{err}"
+    );
+    assert!(eval::build_report(&[one.clone(), one.clone()]).is_err(), "the same file twice");
 
     let svg_path = dir.join("chart.svg");
     report.write_svg(&svg_path).expect("svg written");
@@ -211,5 +219,122 @@ fn report_tables_and_chart() {
     assert!(svg.contains("latent_mas &amp; co") && svg.contains(">single<"));
     assert!(svg.contains("mean output tokens") && svg.contains("seconds per item"));
     assert_eq!(svg.matches("<circle").count(), 4, "two methods × two panels");
-    assert!(eval::build_report(&[dir.join("absent.jsonl")]).is_err());
+    let err = eval::build_report(&[dir.join("absent.jsonl")]).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("absent.jsonl does not exist"), "{err}");
+}
+
+fn made_by(model: &str) -> eval::Provenance {
+    let mut p = eval::Provenance::default();
+    p.set("model", model).set("device", "cpu").set("data", "sha256:0123");
+    p
+}
+
+#[test]
+fn resume_reuses_only_records_made_the_same_way() {
+    let dir = scratch("provenance");
+    let items = items(&dir);
+    let out = dir.join("results.jsonl");
+    let with = |model: &str| EvalOptions { provenance: made_by(model), ..opts(&out, 2) };
+    eval::run_eval(&mut Arith::new("m"), &items, &EvalOptions { limit: Some(4), ..with("A") }).expect("runs");
+    assert!(
+        records(&out).iter().all(|r| r.provenance.as_ref() == Some(&made_by("A"))),
+        "every record says what made it"
+    );
+    let before = std::fs::read(&out).expect("read");
+
+    // Another model into the same file, same task and method: refused, naming the difference; file untouched.
+    let mut other = Arith::new("m");
+    let err = eval::run_eval(&mut other, &items, &with("B")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("cannot resume") && err.contains("model: A vs B") && err.contains("results.jsonl:1"), "{err}");
+    assert!(other.asked.is_empty());
+    assert_eq!(std::fs::read(&out).expect("read"), before);
+
+    // The same setup resumes; another method may share the file with any setup.
+    let run = eval::run_eval(&mut Arith::new("m"), &items, &with("A")).expect("resumes");
+    assert_eq!((run.resumed, run.ran), (4, 6));
+    let run = eval::run_eval(&mut Arith::new("n"), &items, &with("B")).expect("another method");
+    assert_eq!((run.resumed, run.ran), (0, 10));
+
+    // A record without provenance (an older file) is never silently reused.
+    let old = dir.join("old.jsonl");
+    let line = std::fs::read_to_string(&out).expect("read").lines().next().map(str::to_string).unwrap_or_default();
+    let mut rec: Record = serde_json::from_str(&line).expect("record");
+    rec.provenance = None;
+    std::fs::write(&old, serde_json::to_string(&rec).expect("json") + "\n").expect("write");
+    let err = eval::run_eval(&mut Arith::new("m"), &items, &EvalOptions { out: old, ..with("A") }).err();
+    assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("records no provenance"));
+}
+
+#[test]
+fn a_second_writer_is_refused_not_interleaved() {
+    let dir = scratch("lock");
+    let items = items(&dir);
+    let out = dir.join("results.jsonl");
+    let held = eval::ResultsStore::open(&out).expect("first writer");
+    let mut second = Arith::new("m");
+    let err = eval::run_eval(&mut second, &items, &opts(&out, 1)).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(second.asked.is_empty());
+    drop(held);
+    let run = eval::run_eval(&mut Arith::new("m"), &items, &opts(&out, 1)).expect("lock released");
+    assert_eq!(run.ran, 10);
+}
+
+#[test]
+fn files_that_are_not_ours_are_never_cut() {
+    let dir = scratch("notours");
+    let items = items(&dir);
+    // A record of another task that lost its final newline, a json.dump document, plain text.
+    let other_task =
+        "{\"id\":\"7\",\"task\":\"gpqa\",\"method\":\"x\",\"prediction\":null,\"gold\":\"A\",\"correct\":false,\
+                      \"output_tokens\":1,\"latent_steps\":0,\"seconds\":0.1,\"agents\":[],\"output\":\"\"}";
+    for (name, text, why) in [
+        ("record.jsonl", other_task.to_string(), "complete JSON without a final newline"),
+        ("dump.json", "{\"accuracy\": 0.5}".to_string(), "complete JSON without a final newline"),
+        ("notes.txt", "line one\nno newline".to_string(), "not a results record"),
+    ] {
+        let out = dir.join(name);
+        std::fs::write(&out, &text).expect("write");
+        let err = eval::run_eval(&mut Arith::new("m"), &items, &opts(&out, 1)).err().map(|e| e.to_string());
+        assert!(err.as_deref().unwrap_or_default().contains(why), "{name}: {err:?}");
+        assert_eq!(std::fs::read_to_string(&out).expect("read"), text, "{name} must be left alone");
+    }
+}
+
+#[test]
+fn shards_cover_the_items_once_and_merge_to_the_whole() {
+    let dir = scratch("shards");
+    let items = items(&dir);
+    let whole = dir.join("whole.jsonl");
+    eval::run_eval(&mut Arith::new("m"), &items, &EvalOptions { provenance: made_by("A"), ..opts(&whole, 3) })
+        .expect("runs");
+    let mut files = Vec::new();
+    for i in 0..4 {
+        let out = dir.join(format!("shard-{i}-of-4.jsonl"));
+        let shard = Some(eval::Shard { index: i, count: 4 });
+        let o = EvalOptions { shard, provenance: made_by("A"), ..opts(&out, 2) };
+        let mut s = Arith::new("m");
+        let run = eval::run_eval(&mut s, &items, &o).expect("shard runs");
+        assert_eq!(run.ran, if i < 2 { 3 } else { 2 });
+        // Resumable per shard file.
+        let again = eval::run_eval(&mut Arith::new("m"), &items, &o).expect("reruns");
+        assert_eq!((again.ran, again.resumed), (0, run.ran));
+        files.push(out);
+    }
+    let merged = eval::build_report(&files).expect("merges");
+    let key = |r: &Record| (r.id.clone(), r.prediction.clone(), r.correct, r.output.clone(), r.provenance.clone());
+    let mut got: Vec<_> = merged.records.iter().map(key).collect();
+    let mut want: Vec<_> = records(&whole).iter().map(key).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!((merged.summaries[0].n, merged.summaries[0].correct), (10, 5));
+
+    // A shard made differently refuses to merge.
+    let odd = dir.join("odd.jsonl");
+    let shard = Some(eval::Shard { index: 0, count: 4 });
+    eval::run_eval(&mut Arith::new("m"), &items, &EvalOptions { shard, provenance: made_by("B"), ..opts(&odd, 2) })
+        .expect("runs");
+    let err = eval::build_report(&[files[1].clone(), odd]).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("produced differently") && err.contains("model: A vs B"), "{err}");
 }

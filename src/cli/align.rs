@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    latentmas::engine::set_threads(a.threads);
+    latentmas::engine::set_threads(super::common::thread_count(a.threads)?);
     let dir = resolve_model(&a.model)?;
     let vocab = Tokenizer::load(&dir)?.len();
     let model = Qwen3::load(&dir)?;

@@ -80,7 +80,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 println!("SKIP: {msg}");
                 if let Some(path) = &a.json {
                     let doc = serde_json::json!({"engine": "latentmas", "device": "cuda", "skipped": msg});
-                    write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+                    write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes(), "--json")?;
                 }
                 return Ok(());
             }
@@ -90,7 +90,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
         other => other.kind()?,
     };
-    set_threads(a.threads);
+    set_threads(super::common::thread_count(a.threads)?);
+    if let Some(path) = &a.json {
+        // A bad --json path fails now, not after minutes of measuring.
+        latentmas::output::check_output_file(path, "--json")?;
+    }
     let opts = BenchOptions { runs: a.runs, steps: a.steps.max(1), end_to_end: !a.no_e2e, ..Default::default() };
     // Read the comparison first: a bad file should fail before minutes of measuring.
     let others = a
@@ -119,7 +123,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", bench::compare_table(&report, &others));
     }
     if let Some(path) = &a.json {
-        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes(), "--json")?;
         println!("wrote {}", path.display());
     }
     Ok(())

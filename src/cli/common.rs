@@ -50,6 +50,21 @@ pub enum DeviceArg {
 }
 
 impl DeviceArg {
+    /// The device [`DeviceArg::kind`] picks, without its notices or errors (cuda is named even when it
+    /// would fail: that run fails anyway).
+    pub fn resolve_silently(&self) -> latentmas::engine::DeviceKind {
+        use latentmas::engine::DeviceKind;
+        match self {
+            DeviceArg::Cpu => DeviceKind::Cpu,
+            DeviceArg::Emu => DeviceKind::Emu,
+            DeviceArg::Cuda => DeviceKind::Cuda,
+            DeviceArg::Auto => match latentmas::backend::cuda::probe() {
+                Ok(_) => DeviceKind::Cuda,
+                Err(_) => DeviceKind::Cpu,
+            },
+        }
+    }
+
     /// The engine device for this flag: cpu and emu always run; cuda fails in one clear line when there is no
     /// driver, device or kernels in this build; auto uses cuda when the probe succeeds, else cpu with a notice.
     pub fn kind(&self) -> anyhow::Result<latentmas::engine::DeviceKind> {
@@ -72,10 +87,23 @@ impl DeviceArg {
     }
 }
 
-/// Writes a file under a temporary name and renames it: readers never see a partial file.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp-latentmas");
-    std::fs::write(&tmp, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(())
+/// Writes a file whole or not at all (a temporary file in the same directory, renamed; removed on error
+/// and on SIGINT). `what` names the flag in messages.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    Ok(latentmas::output::write_atomic(path, bytes, what)?)
+}
+
+/// `--threads`: at least 1, and at most the CPUs this process may use (more threads than that only slow
+/// the pool down: 10000 took over a minute for 3 tokens), with a note when clamped.
+pub fn thread_count(requested: Option<usize>) -> anyhow::Result<Option<usize>> {
+    let Some(n) = requested else { return Ok(None) };
+    if n == 0 {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if n > cpus {
+        eprintln!("note: --threads {n} clamped to {cpus}, the CPUs this process may use");
+        return Ok(Some(cpus));
+    }
+    Ok(Some(n))
 }

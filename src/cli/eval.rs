@@ -1,10 +1,18 @@
 //! `latentmas eval`: a benchmark file through one method, scored as the reference scores it, one JSON line
-//! per item as soon as it finishes (a rerun with the same `--out` resumes).
+//! per item as soon as it finishes (a rerun with the same `--out` resumes records made the same way).
+//!
+//! Order of work: the results file is opened, locked and checked against this run's provenance before
+//! the model is loaded, so a bad, foreign, busy or mismatched `--out` fails in well under a second; when
+//! every selected item is already done the model is not loaded at all.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use latentmas::eval::{self, EvalOptions, SolveOutput, Solver, Task};
+use latentmas::engine::DeviceKind;
+use latentmas::eval::provenance::{file_sha256, model_identity};
+use latentmas::eval::{self, EvalOptions, Provenance, ResultsStore, Shard, SolveOutput, Solver, Task};
 use latentmas::mas::method::Family;
+use latentmas::mas::run::RunConfig;
+use latentmas::model::hub::resolve_model;
 
 use super::run::{MethodArgs, Session};
 
@@ -21,7 +29,12 @@ pub struct Args {
     /// Only the first N items.
     #[arg(long)]
     limit: Option<usize>,
-    /// Results JSONL (appended; finished items are skipped on a rerun).
+    /// Only shard I of N (from 0): items I, I+N, I+2N, ... of the selection; one results file per shard,
+    /// merged by `latentmas report`.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Results JSONL, a regular file (appended; a rerun skips items recorded with the same model, device,
+    /// data and settings, and refuses records made differently).
     #[arg(long)]
     out: PathBuf,
     /// The interpreter that runs model-written code (mbppplus, humanevalplus); it must import numpy.
@@ -32,14 +45,16 @@ pub struct Args {
 
 /// The engine as an eval solver.
 struct EngineSolver {
-    session: Session,
+    /// `None` when nothing is left to run (the model is then never loaded).
+    session: Option<Session>,
     label: String,
 }
 
 impl Solver for EngineSolver {
     fn solve_batch(&mut self, questions: &[String]) -> latentmas::Result<Vec<SolveOutput>> {
         let t = std::time::Instant::now();
-        let out = self.session.run(questions)?;
+        let session = self.session.as_mut().ok_or_else(|| latentmas::Error::Other("no model loaded".into()))?;
+        let out = session.run(questions)?;
         let per_item = t.elapsed().as_secs_f64() / questions.len() as f64;
         out.reports
             .into_iter()
@@ -67,20 +82,67 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for w in &dataset.warnings {
         eprintln!("warning: skipped {w}");
     }
-    let items: Vec<_> = dataset.items.into_iter().take(a.limit.unwrap_or(usize::MAX)).collect();
-    let questions: Vec<String> = items.iter().map(|i| i.question.clone()).collect();
+    let mut opts = EvalOptions {
+        limit: a.limit,
+        shard: a.shard,
+        batch_size: a.method.batch,
+        progress: true,
+        ..EvalOptions::new(a.task, &a.out)
+    };
+    opts.exec.python = a.python.clone();
+    // The results file first: a bad, foreign or busy --out fails before any work.
+    let mut store = ResultsStore::open(&a.out)?;
     let label = a.method.label(&cfg);
-    let session = a.method.open(&cfg, &questions)?;
+    let model_dir = resolve_model(&a.method.model)?;
+    opts.provenance = provenance(&a, &cfg, &label, &model_dir)?;
+    let done = eval::resumable(&store, a.task, &label, &opts.provenance)?;
+    let todo: Vec<String> = opts
+        .select(&dataset.items)
+        .into_iter()
+        .filter(|it| !done.contains_key(&it.id))
+        .map(|it| it.question.clone())
+        .collect();
+    let session = if todo.is_empty() { None } else { Some(a.method.open(&cfg, &todo)?) };
     let mut solver = EngineSolver { session, label };
-    let mut opts = EvalOptions { limit: a.limit, batch_size: a.method.batch, ..EvalOptions::new(a.task, &a.out) };
-    opts.exec.python = a.python;
-    let run = eval::run_eval(&mut solver, &items, &opts)?;
+    let run = eval::run_eval_in(&mut solver, &dataset.items, &opts, &mut store)?;
     if let Some(info) = &run.sandbox {
         if let Some(note) = &info.note {
             eprintln!("note: {note}");
         }
     }
     println!("{}", run.summary);
-    println!("({} item(s) run now, {} resumed from {})", run.ran, run.resumed, a.out.display());
+    let shard = a.shard.map(|s| format!(", shard {s}")).unwrap_or_default();
+    println!("({} item(s) run now, {} resumed from {}{shard})", run.ran, run.resumed, a.out.display());
     Ok(())
+}
+
+/// What produces this run's records: everything that changes an answer or its score, nothing that does
+/// not (batch size, threads, KV budget, limit, shard), so resumed and sharded runs may choose those freely.
+fn provenance(a: &Args, cfg: &RunConfig, label: &str, model_dir: &Path) -> anyhow::Result<Provenance> {
+    let mut p = Provenance::default();
+    p.set("latentmas", env!("CARGO_PKG_VERSION"))
+        .set("task", a.task.as_str())
+        .set("method", label)
+        .set("model", model_identity(model_dir)?)
+        .set("device", device_word(a.method.device.resolve_silently()))
+        .set("data", file_sha256(&a.data)?)
+        .set(
+            "prompts",
+            match &a.method.prompts {
+                Some(path) => file_sha256(path)?,
+                None => "builtin".to_string(),
+            },
+        )
+        .set("realign", (a.method.realign && !a.method.no_realign).to_string())
+        // Every field of the run configuration, so a setting added later is covered without a change here.
+        .set("settings", format!("{cfg:?}"));
+    Ok(p)
+}
+
+fn device_word(d: DeviceKind) -> &'static str {
+    match d {
+        DeviceKind::Cpu => "cpu",
+        DeviceKind::Emu => "emu",
+        DeviceKind::Cuda => "cuda",
+    }
 }

@@ -35,7 +35,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    set_threads(a.threads);
+    set_threads(super::common::thread_count(a.threads)?);
     let device = a.device.kind()?;
     let params = a.sampling.params()?;
     let dir = resolve_model(&a.model)?;

@@ -146,7 +146,7 @@ impl MethodArgs {
     /// Loads prompts, sizes the KV buffer for `questions` (failing before any work when the budget is too
     /// small), opens the engine and, for LatentMAS, the alignment.
     pub fn open(&self, cfg: &RunConfig, questions: &[String]) -> anyhow::Result<Session> {
-        set_threads(self.threads);
+        set_threads(super::common::thread_count(self.threads)?);
         let device = self.device.kind()?;
         let prompts = match &self.prompts {
             Some(p) => PromptSet::from_file(p)?,
@@ -230,6 +230,9 @@ pub fn read_questions(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let cfg = a.method.run_config(a.task_family)?;
+    if let Some(path) = &a.trace {
+        latentmas::output::check_output_file(path, "--trace")?; // before any work, not after the first batch
+    }
     let questions = match (&a.question, &a.questions) {
         (Some(q), _) => vec![q.clone()],
         (None, Some(path)) => read_questions(path)?,
@@ -241,13 +244,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let out = session.run(chunk)?;
         if first_trace {
             if let Some(path) = &a.trace {
-                write_atomic(path, serde_json::to_string_pretty(&out.traces[0])?.as_bytes())?;
+                write_atomic(path, serde_json::to_string_pretty(&out.traces[0])?.as_bytes(), "--trace")?;
             }
             first_trace = false;
         }
         for report in &out.reports {
             if a.json {
-                println!("{}", serde_json::to_string(report)?);
+                latentmas::output::print_line(&serde_json::to_string(report)?)?;
+            // one write(2) per line
             } else {
                 print_report(report);
             }

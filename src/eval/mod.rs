@@ -8,10 +8,12 @@
 //! - [`extract`]: answer extraction and normalisation (`\boxed{…}`, numbers, python blocks).
 //! - [`score`]: [`Gold`], [`predict`] (what `latentmas extract` prints), [`score`](score::score).
 //! - [`code_exec`]: sandboxed `python3` for mbpp+ / humaneval+.
-//! - [`record`]: the results JSONL ([`Record`]) with crash-safe appends.
+//! - [`record`]: the results JSONL ([`Record`]) with crash-safe, locked appends ([`ResultsStore`]).
+//! - [`provenance`]: what produced a record ([`Provenance`]: model fingerprint, device, data hash, settings).
+//! - [`shard`]: `--shard I/N` ([`Shard`]), one of N disjoint slices of a benchmark.
 //! - [`runner`]: the [`Solver`] trait the engine implements and [`run_eval`] (batches, resume, progress).
 //! - [`summary`]: [`Summary`] (accuracy, 95% Wilson interval, tokens, latent steps, time) and its table.
-//! - [`report`] + [`chart`]: `latentmas report` (table over results files, SVG chart).
+//! - [`report`] + [`chart`]: `latentmas report` (table over results files or merged shard files, SVG chart).
 //!
 //! Typical use (the CLI):
 //! ```ignore
@@ -24,19 +26,23 @@ pub mod chart;
 pub mod code_exec;
 pub mod dataset;
 pub mod extract;
+pub mod provenance;
 pub mod question;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod score;
+pub mod shard;
 pub mod summary;
 pub mod task;
 
 pub use code_exec::{ExecConfig, ExecOutcome, ExecStatus, NetIsolation, SandboxInfo};
 pub use dataset::{load, Dataset, Item, LoadWarning};
-pub use record::Record;
+pub use provenance::Provenance;
+pub use record::{Record, ResultsStore};
 pub use report::{build_report, Report};
-pub use runner::{run_eval, EvalOptions, EvalRun, SolveOutput, Solver};
+pub use runner::{resumable, run_eval, run_eval_in, EvalOptions, EvalRun, SolveOutput, Solver};
 pub use score::{predict, Gold, Scored};
+pub use shard::Shard;
 pub use summary::{Summary, SummaryTable};
 pub use task::Task;

@@ -3,18 +3,23 @@
 //! Public operations:
 //! - [`Solver`]: what an engine implements to be evaluated (one method, e.g. LatentMAS sequential).
 //! - [`SolveOutput`]: the text and accounting for one question.
-//! - [`EvalOptions`] (+ [`EvalOptions::new`]): task, output file, `--limit`, `--batch`, sandbox, progress bar.
-//! - [`run_eval`]: run and score everything not yet in the results file → [`EvalRun`] (summary + counts).
+//! - [`EvalOptions`] (+ [`EvalOptions::new`]): task, output file, `--limit`, `--shard`, `--batch`, the
+//!   provenance to stamp on records, sandbox, progress bar; [`EvalOptions::select`] (the items this run
+//!   covers).
+//! - [`resumable`]: the records of a results file this run may reuse, or the error naming why not.
+//! - [`run_eval`]: open the results file and run everything not yet in it → [`EvalRun`];
+//!   [`run_eval_in`] does the same in a [`ResultsStore`] the caller opened (the CLI opens it, and checks
+//!   it, before loading the model).
 //!
-//! Resume: before starting, the results file is read and every item whose id already has a record for the
-//! same task AND method is skipped; its old record counts in the summary. Records are appended (one line,
-//! flushed) as soon as their batch is scored, so a crash or an error loses at most the batch in flight;
-//! a partial last line left by a crash is cut off and that item runs again. Records of other tasks or
-//! methods in the same file are left alone. A complete line that is not a record is an error: the file is
-//! not ours and we refuse to append to it.
+//! Resume: every item whose id already has a record for the same task AND method is skipped and its old
+//! record counts in the summary, but only when that record's provenance (model, device, data file,
+//! settings) equals this run's; a record of the same task and method made differently is an error naming
+//! the difference, never silently reused. Records are appended (one line) as soon as their batch is
+//! scored, so a crash or an error loses at most the batch in flight. Records of other tasks or methods in
+//! the same file are left alone. A file that is not ours is refused by [`ResultsStore::open`].
 //!
-//! Selection: `--limit N` keeps the first N items of the dataset (in file order) before resuming, so
-//! rerunning with the same N converges on the same N items.
+//! Selection: `--limit N` keeps the first N items of the dataset (in file order), then `--shard I/N` keeps
+//! every N-th of those from I; rerunning with the same flags converges on the same items.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,8 +29,10 @@ use rayon::prelude::*;
 
 use super::code_exec::{self, ExecConfig, SandboxInfo};
 use super::dataset::Item;
-use super::record::{read_results, Record, ResultsWriter};
+use super::provenance::Provenance;
+use super::record::{Record, ResultsStore};
 use super::score::{score, Scored};
+use super::shard::Shard;
 use super::summary::Summary;
 use super::task::Task;
 use crate::error::{Error, Result};
@@ -62,6 +69,10 @@ pub struct EvalOptions {
     pub out: PathBuf,
     /// Keep only the first N items.
     pub limit: Option<usize>,
+    /// Then keep only this shard of them.
+    pub shard: Option<Shard>,
+    /// What produces this run's records; stamped on each, and required of resumed ones.
+    pub provenance: Provenance,
     /// Questions per `solve_batch` call; at least 1.
     pub batch_size: usize,
     /// Sandbox for the code tasks.
@@ -73,8 +84,61 @@ pub struct EvalOptions {
 impl EvalOptions {
     /// Batch 1, no limit, default sandbox, progress bar on.
     pub fn new(task: Task, out: impl Into<PathBuf>) -> Self {
-        EvalOptions { task, out: out.into(), limit: None, batch_size: 1, exec: ExecConfig::default(), progress: true }
+        EvalOptions {
+            task,
+            out: out.into(),
+            limit: None,
+            shard: None,
+            provenance: Provenance::default(),
+            batch_size: 1,
+            exec: ExecConfig::default(),
+            progress: true,
+        }
     }
+
+    /// The items this run covers: the first `limit`, then this shard of them.
+    pub fn select<'a>(&self, items: &'a [Item]) -> Vec<&'a Item> {
+        let first = &items[..self.limit.unwrap_or(items.len()).min(items.len())];
+        match self.shard {
+            Some(shard) => shard.select(first),
+            None => first.iter().collect(),
+        }
+    }
+}
+
+/// The records of `store` that a run of `task` / `method` with `provenance` reuses, by item id. Errors
+/// when a record of that task and method was produced differently (naming the line and what differs).
+pub fn resumable(
+    store: &ResultsStore,
+    task: Task,
+    method: &str,
+    provenance: &Provenance,
+) -> Result<HashMap<String, Record>> {
+    let mut done = HashMap::new();
+    for (r, line) in store.existing.records.iter().zip(&store.existing.lines) {
+        if r.task != task || r.method != method {
+            continue;
+        }
+        let why = match &r.provenance {
+            None => {
+                "it records no provenance (written by an older latentmas), so what produced it is unknown".to_string()
+            }
+            Some(p) if p != provenance => {
+                format!("it was produced differently: {}", p.differences(provenance).join("; "))
+            }
+            Some(_) => {
+                done.entry(r.id.clone()).or_insert_with(|| r.clone());
+                continue;
+            }
+        };
+        return Err(Error::InvalidArgument(format!(
+            "{}:{line} holds a {task} / {method} record (item {:?}) that this run cannot resume: {why} \
+             (file vs this run); give another --out, or remove those records",
+            store.path().display(),
+            r.id
+        )));
+    }
+    Ok(done)
 }
 
 /// What [`run_eval`] did.
@@ -91,46 +155,39 @@ pub struct EvalRun {
     pub sandbox: Option<SandboxInfo>,
 }
 
-/// Runs `solver` on `items` (after `limit`), skipping items already in the results file, appending a
-/// record per item as each batch finishes. Returns the summary over all selected items.
+/// Runs `solver` on the items [`EvalOptions::select`] picks, skipping items already in the results file,
+/// appending a record per item as each batch finishes. Returns the summary over all selected items.
 pub fn run_eval<S: Solver + ?Sized>(solver: &mut S, items: &[Item], opts: &EvalOptions) -> Result<EvalRun> {
+    let mut store = ResultsStore::open(&opts.out)?;
+    run_eval_in(solver, items, opts, &mut store)
+}
+
+/// [`run_eval`] into a results file already opened (and locked) by the caller; `opts.out` is not used.
+pub fn run_eval_in<S: Solver + ?Sized>(
+    solver: &mut S,
+    items: &[Item],
+    opts: &EvalOptions,
+    store: &mut ResultsStore,
+) -> Result<EvalRun> {
     if opts.batch_size == 0 {
         return Err(Error::InvalidArgument("batch size must be at least 1".to_string()));
     }
     let task = opts.task;
     let method = solver.method_label();
-    let selected = &items[..opts.limit.unwrap_or(items.len()).min(items.len())];
+    let selected = opts.select(items);
     // Resuming is keyed by id: two items with one id would shadow each other.
     let mut ids = std::collections::HashSet::new();
     if let Some(dup) = selected.iter().find(|it| !ids.insert(it.id.as_str())) {
         return Err(Error::InvalidArgument(format!("item id {:?} appears twice; ids must be unique", dup.id)));
     }
 
-    let file = read_results(&opts.out)?;
-    if let Some((line, reason)) = file.bad_lines.first() {
-        return Err(Error::Json {
-            path: opts.out.clone(),
-            message: format!("line {line} is not a results record ({reason}); refusing to append to this file"),
-        });
-    }
-    if file.partial_tail {
-        tracing::warn!(
-            "{}: ignoring a partial last line (interrupted write); it will be rewritten",
-            opts.out.display()
-        );
-    }
-    let mut done: HashMap<String, Record> = HashMap::new();
-    for r in file.records {
-        if r.task == task && r.method == method {
-            done.entry(r.id.clone()).or_insert(r);
-        }
-    }
-    let todo: Vec<&Item> = selected.iter().filter(|it| !done.contains_key(&it.id)).collect();
+    let done = resumable(store, task, &method, &opts.provenance)?;
+    let todo: Vec<&Item> = selected.iter().copied().filter(|it| !done.contains_key(&it.id)).collect();
     let resumed = selected.len() - todo.len();
     if resumed > 0 {
         tracing::info!(
             "{}: {resumed} of {} items already done for {task} / {method}",
-            opts.out.display(),
+            store.path().display(),
             selected.len()
         );
     }
@@ -148,7 +205,6 @@ pub fn run_eval<S: Solver + ?Sized>(solver: &mut S, items: &[Item], opts: &EvalO
         (opts.exec.clone(), None)
     };
 
-    let mut writer = ResultsWriter::open(&opts.out, file.complete_len)?;
     let bar = progress_bar(opts, &method, selected.len(), resumed);
     let mut tally = Tally::default();
     for id in selected.iter().map(|it| &it.id) {
@@ -187,8 +243,9 @@ pub fn run_eval<S: Solver + ?Sized>(solver: &mut S, items: &[Item], opts: &EvalO
                 agents: output.agents,
                 detail: scored.detail,
                 output: output.text,
+                provenance: Some(opts.provenance.clone()),
             };
-            writer.append(&record)?;
+            store.append(&record)?;
             tally.add(record.correct);
             new_records.insert(record.id.clone(), record);
             bar.inc(1);

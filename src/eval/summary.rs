@@ -138,6 +138,7 @@ mod tests {
             agents: serde_json::Value::Null,
             detail: None,
             output: String::new(),
+            provenance: None,
         };
         let rs = [rec(true, 10, 1.0), rec(false, 30, 3.0)];
         let s = Summary::from_records(Task::Gsm8k, "single", &rs);
