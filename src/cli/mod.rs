@@ -9,6 +9,7 @@ mod extract;
 mod ffi_flags;
 mod generate;
 mod kernels;
+mod prompts;
 mod report;
 mod run;
 mod synth;
@@ -34,6 +35,8 @@ enum Command {
     Generate(generate::Args),
     /// Run single / TextMAS / LatentMAS on questions and report text, answer and per-agent accounting.
     Run(run::Args),
+    /// Import the reference's prompt set from a checkout of the authors' code (`--prompts reference`).
+    Prompts(prompts::Args),
     /// Compute (or find cached) the latent alignment W_a of a model.
     Align(align::Args),
     /// Run a benchmark file through one method and score it; resumable.
@@ -57,6 +60,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Run(a) => run::run(a),
+        Command::Prompts(a) => prompts::run(a),
         Command::Align(a) => align::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Report(a) => report::run(a),

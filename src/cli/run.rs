@@ -7,7 +7,6 @@ use latentmas::engine::{set_threads, Engine};
 use latentmas::kv::KvBudget;
 use latentmas::latent::Alignment;
 use latentmas::mas::method::{Family, Method, Topology};
-use latentmas::mas::prompts::PromptSet;
 use latentmas::mas::report::QuestionReport;
 use latentmas::mas::run::{batch_slots, run_batch, RunConfig};
 use latentmas::model::hub::resolve_model;
@@ -45,7 +44,8 @@ pub struct MethodArgs {
     /// `reference`: with m = 0 the final agent decodes on an empty cache, as the reference does.
     #[arg(long, value_parser = ["reference"])]
     pub compat: Option<String>,
-    /// A prompt-set JSON file in the shape of the reference's prompts (default: the built-in set).
+    /// A prompt-set JSON file in the shape of the reference's prompts, or `reference` for the set made by
+    /// `latentmas prompts import` (default: the built-in set).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
     #[arg(long, default_value_t = 2048)]
@@ -148,10 +148,7 @@ impl MethodArgs {
     pub fn open(&self, cfg: &RunConfig, questions: &[String]) -> anyhow::Result<Session> {
         set_threads(super::common::thread_count(self.threads)?);
         let device = self.device.kind()?;
-        let prompts = match &self.prompts {
-            Some(p) => PromptSet::from_file(p)?,
-            None => PromptSet::builtin(),
-        };
+        let prompts = latentmas::mas::reference_prompts::resolve(self.prompts.as_deref())?;
         let dir = resolve_model(&self.model)?;
         let tokenizer = Tokenizer::load(&dir)?;
         let largest_batch = questions
@@ -195,7 +192,7 @@ impl MethodArgs {
 /// An engine ready to answer questions with one configuration.
 pub struct Session {
     pub engine: Engine,
-    pub prompts: PromptSet,
+    pub prompts: latentmas::mas::prompts::PromptSet,
     pub align: Option<Alignment>,
     pub cfg: RunConfig,
 }

@@ -3,5 +3,6 @@
 
 pub mod method;
 pub mod prompts;
+pub mod reference_prompts;
 pub mod report;
 pub mod run;

@@ -3,7 +3,8 @@
 //!
 //! Look-up order for a role: `<method>_<topology>/<role>/<family>`, then `<method>_<topology>/<role>`; the
 //! single baseline uses `baseline/<family>`; a missing `medqa` entry falls back to `mc`.
-//! Our own set (`default_prompts.json`, our wording) is built in; `--prompts FILE` loads any other.
+//! Our own set (`default_prompts.json`, our wording) is built in; `--prompts FILE` loads any other, and
+//! `--prompts reference` the set imported from the authors' checkout ([`super::reference_prompts`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,6 +12,12 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 const DEFAULT_PROMPTS: &str = include_str!("default_prompts.json");
+
+/// The prompt families, method-topology key prefixes and roles a complete set answers.
+pub const FAMILIES: [&str; 4] = ["math", "mc", "medqa", "code"];
+pub const METHOD_TOPOLOGIES: [&str; 4] =
+    ["latent_sequential", "latent_hierarchical", "text_sequential", "text_hierarchical"];
+pub const ROLES: [&str; 4] = ["planner", "critic", "refiner", "judger"];
 
 /// A loaded prompt set.
 #[derive(Debug, Clone)]
@@ -47,6 +54,15 @@ impl PromptSet {
         Ok(PromptSet { entries, system, source: source.to_string() })
     }
 
+    /// Prompt entries (the system message and `_`-prefixed notes not counted).
+    pub fn len(&self) -> usize {
+        self.entries.keys().filter(|k| !k.starts_with('_')).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The template of `role` for `<method>_<topology>` (e.g. `latent_sequential`) and `family`.
     pub fn template(&self, method_topology: &str, role: &str, family: &str) -> Result<&str> {
         let mut keys = vec![format!("{method_topology}/{role}/{family}"), format!("{method_topology}/{role}")];
@@ -63,6 +79,25 @@ impl PromptSet {
             keys.push("baseline/mc".into());
         }
         self.first(&keys)
+    }
+
+    /// The look-ups a run can make that this set cannot answer (every method, topology, role and family),
+    /// as `<method>_<topology>/<role>/<family>` or `baseline/<family>`.
+    pub fn missing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for family in FAMILIES {
+            for mt in METHOD_TOPOLOGIES {
+                for role in ROLES {
+                    if self.template(mt, role, family).is_err() {
+                        out.push(format!("{mt}/{role}/{family}"));
+                    }
+                }
+            }
+            if self.baseline(family).is_err() {
+                out.push(format!("baseline/{family}"));
+            }
+        }
+        out
     }
 
     fn first(&self, keys: &[String]) -> Result<&str> {
@@ -114,6 +149,11 @@ mod tests {
             }
             assert!(p.baseline(family).unwrap().contains("{question}"));
         }
+        assert!(p.missing().is_empty());
+        let partial = PromptSet::from_json(r#"{"_system": "S", "baseline/mc": "B"}"#, "t").unwrap();
+        let missing = partial.missing();
+        assert!(missing.contains(&"baseline/math".to_string()) && !missing.contains(&"baseline/medqa".to_string()));
+        assert_eq!(missing.len(), 4 * 4 * 4 + 2);
     }
 
     #[test]
