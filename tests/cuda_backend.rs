@@ -8,7 +8,7 @@ mod common;
 mod gpu_checks;
 
 use gpu_checks::*;
-use latentmas::backend::cuda::{new_cuda_model, probe};
+use latentmas::backend::cuda::{new_cuda_model, probe, CudaDevice};
 use latentmas::backend::emu::new_emu_model;
 use latentmas::engine::DeviceKind;
 use latentmas::kv::{KvBudget, KvBuffer};
@@ -160,5 +160,15 @@ fn cuda_matches_emu() {
             assert!(err <= REL * scale, "{name} step {step}: cuda vs emu logits differ by {err} (max {scale})");
         }
         println!("{name}: {:?}", cuda.graph_stats());
+    }
+}
+
+/// Fresh allocations are zeroed on the device's own stream: the next copy and download on that stream
+/// see zeros, not the driver's uninitialised memory (a zeroing queued on the legacy default stream is not
+/// waited for by the device's non-blocking stream).
+#[test]
+fn cuda_fresh_buffers_read_as_zero() {
+    if device_or_skip("cuda_fresh_buffers_read_as_zero") {
+        fresh_buffers_read_as_zero(&mut CudaDevice::open().unwrap());
     }
 }

@@ -79,3 +79,8 @@ fn kernel_microbench_cases_run_on_emu() {
 fn emu_device_sampling_equals_host_sampling() {
     device_sampling_equals_host_sampling(DeviceKind::Emu);
 }
+
+#[test]
+fn emu_fresh_buffers_read_as_zero() {
+    fresh_buffers_read_as_zero(&mut latentmas::backend::emu::HostDevice::new());
+}

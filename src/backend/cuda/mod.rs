@@ -3,7 +3,9 @@
 //! GemmEx for the dense GEMMs. [`CudaModel`] is [`GpuModel`] over it: the same forward, buffers and graph
 //! rules the `emu` device runs and the tests check on the CPU.
 //!
-//! - ONE non-blocking stream; host copies are `cuMemcpy*Async` on it; only downloads synchronise.
+//! - ONE non-blocking stream; host copies are `cuMemcpy*Async` on it; only downloads synchronise. Fresh
+//!   allocations are zeroed by `cuMemsetD8Async` on that stream, so the work queued after it is ordered
+//!   after the zeroing (a non-blocking stream does not wait for the legacy default stream).
 //! - Kernel launches: `cuLaunchKernel` with the op's params struct as the single argument (the planner's
 //!   grid, block and dynamic shared memory).
 //! - GEMMs: `cublasGemmEx`, bf16 inputs, f32 compute, bf16 or f32 output, on the stream, with a fixed
@@ -151,7 +153,7 @@ impl CudaDevice {
             unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }.map_err(driver("module load"))?;
         let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(driver("stream"))?;
         let blas = cublas::create_handle().map_err(|e| Error::Device(format!("cuBLAS init: {e:?}")))?;
-        let ws = alloc_zeroed(&ctx, CUBLAS_WORKSPACE_BYTES)?;
+        let ws = alloc_zeroed(&ctx, stream, CUBLAS_WORKSPACE_BYTES)?;
         // SAFETY: valid handle, stream and workspace (kept alive by `_blas_workspace`).
         unsafe {
             cublas::set_stream(blas, stream as cublas_sys::cudaStream_t)
@@ -203,13 +205,16 @@ impl Drop for CudaDevice {
     }
 }
 
-fn alloc_zeroed(ctx: &Arc<CudaContext>, bytes: usize) -> Result<CudaBuf> {
-    // SAFETY: plain allocation and memset of the new range in the bound context.
+/// Allocates `bytes` and queues their zeroing on `stream`: everything later queued on that stream runs
+/// after the zeroing. (`cuMemsetD8` would run on the legacy default stream, which the device's
+/// non-blocking stream does not wait for, and is asynchronous to the host.)
+fn alloc_zeroed(ctx: &Arc<CudaContext>, stream: drv_sys::CUstream, bytes: usize) -> Result<CudaBuf> {
+    // SAFETY: plain allocation and a memset of the new range on a stream of the bound context.
     unsafe {
         let ptr = drv::malloc_sync(bytes)
             .map_err(|e| Error::Device(format!("cannot allocate {bytes} bytes on the GPU: {e:?}")))?;
         let buf = CudaBuf { ptr, ctx: ctx.clone() };
-        drv::memset_d8_sync(ptr, 0, bytes).map_err(driver("memset"))?;
+        drv::memset_d8_async(ptr, 0, bytes, stream).map_err(driver("memset"))?;
         Ok(buf)
     }
 }
@@ -227,7 +232,7 @@ impl Device for CudaDevice {
         if self.capturing {
             return Err(Error::Device("allocation while capturing a graph".into()));
         }
-        alloc_zeroed(&self.ctx, bytes)
+        alloc_zeroed(&self.ctx, self.stream, bytes)
     }
 
     fn addr(buf: &CudaBuf) -> DevPtr {
