@@ -172,3 +172,25 @@ fn cuda_fresh_buffers_read_as_zero() {
         fresh_buffers_read_as_zero(&mut CudaDevice::open().unwrap());
     }
 }
+
+/// The probe retains device 0's primary context once and keeps it: the devices opened afterwards share
+/// it, and it stays active with no device open (released, the driver would reset it, and the next open
+/// would create it again).
+#[test]
+fn cuda_probe_and_devices_share_one_primary_context() {
+    if !device_or_skip("cuda_probe_and_devices_share_one_primary_context") {
+        return;
+    }
+    probe().unwrap();
+    let a = CudaDevice::open().unwrap();
+    let b = CudaDevice::open().unwrap();
+    assert!(std::sync::Arc::ptr_eq(a.context(), b.context()), "two devices, two contexts");
+    let cu_device = a.context().cu_device();
+    drop((a, b));
+    probe().unwrap();
+    let (mut flags, mut active) = (0u32, 0i32);
+    // SAFETY: the driver library is loaded (the probe succeeded); both out-pointers are valid.
+    let r = unsafe { cudarc::driver::sys::cuDevicePrimaryCtxGetState(cu_device, &mut flags, &mut active) };
+    assert_eq!(r, cudarc::driver::sys::CUresult::CUDA_SUCCESS);
+    assert_eq!(active, 1, "the primary context was released (and reset) after the probe and the devices");
+}

@@ -3,6 +3,9 @@
 //! GemmEx for the dense GEMMs. [`CudaModel`] is [`GpuModel`] over it: the same forward, buffers and graph
 //! rules the `emu` device runs and the tests check on the CPU.
 //!
+//! - ONE primary context per process, retained by the first [`probe`] (or open) and kept: the probe and
+//!   every device share it instead of recreating it (the driver resets a primary context when its last
+//!   retain is released).
 //! - ONE non-blocking stream; host copies are `cuMemcpy*Async` on it; only downloads synchronise. Fresh
 //!   allocations are zeroed by `cuMemsetD8Async` on that stream, so the work queued after it is ordered
 //!   after the zeroing (a non-blocking stream does not wait for the legacy default stream).
@@ -19,7 +22,7 @@ pub mod nvtx;
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::cublas::{result as cublas, sys as cublas_sys};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, DriverError};
@@ -38,31 +41,47 @@ pub struct CudaInfo {
     pub devices: usize,
 }
 
-/// The one-line error for a machine without a usable driver or device.
-fn no_device(why: impl std::fmt::Debug) -> Error {
-    Error::Device(format!("no CUDA driver/device found ({why:?})"))
+/// The one-line reason for a machine without a usable driver or device.
+fn no_device(why: impl std::fmt::Debug) -> String {
+    format!("no CUDA driver/device found ({why:?})")
 }
 
 fn driver(what: &str) -> impl FnOnce(DriverError) -> Error + '_ {
     move |e| Error::Device(format!("CUDA {what}: {e:?}"))
 }
 
+/// Device 0's primary context and what the probe found, or the probe's one-line reason; found once per
+/// process and kept (the retain is never released: the driver tears the context down at exit).
+static DRIVER: OnceLock<std::result::Result<(Arc<CudaContext>, CudaInfo), String>> = OnceLock::new();
+
+/// The process's context on device 0 (retained on first use, kept), with what the probe found.
+fn driver_context() -> Result<(Arc<CudaContext>, CudaInfo)> {
+    DRIVER
+        .get_or_init(|| {
+            // SAFETY: only tries to dlopen the driver library by its usual names; no symbol is called.
+            if !unsafe { drv_sys::is_culib_present() } {
+                return Err(no_device(format_args!("libcuda could not be loaded")));
+            }
+            let devices = CudaContext::device_count().map_err(no_device)?;
+            if devices <= 0 {
+                return Err(no_device(format_args!("the driver reports no device")));
+            }
+            let ctx = CudaContext::new(0).map_err(no_device)?;
+            let name = ctx.name().map_err(no_device)?;
+            Ok((ctx, CudaInfo { name, devices: devices as usize }))
+        })
+        .clone()
+        .map_err(Error::Device)
+}
+
 /// Checks, in order: libcuda can be loaded (`is_culib_present`, BEFORE any driver call: cudarc's
 /// dynamically loaded entry points panic without the library), the driver initialises and reports a device,
-/// a context on device 0 can be created, and this build embeds the kernels' fatbin.
+/// device 0's primary context can be retained (it is kept for [`CudaDevice::open`]), and this build embeds
+/// the kernels' fatbin.
 pub fn probe() -> Result<CudaInfo> {
-    // SAFETY: only tries to dlopen the driver library by its usual names; no symbol is called.
-    if !unsafe { drv_sys::is_culib_present() } {
-        return Err(no_device(format_args!("libcuda could not be loaded")));
-    }
-    let devices = CudaContext::device_count().map_err(no_device)?;
-    if devices <= 0 {
-        return Err(no_device(format_args!("the driver reports no device")));
-    }
-    let ctx = CudaContext::new(0).map_err(no_device)?;
-    let name = ctx.name().map_err(no_device)?;
+    let (_, info) = driver_context()?;
     crate::kernels::fatbin()?;
-    Ok(CudaInfo { name, devices: devices as usize })
+    Ok(info)
 }
 
 /// The model on a GPU.
@@ -145,7 +164,8 @@ impl CudaDevice {
                 "--device cuda: libcublas could not be loaded (install the CUDA 13 cuBLAS)".into(),
             ));
         }
-        let ctx = CudaContext::new(0).map_err(no_device)?;
+        // the context the probe retained: creating another would only re-take the same primary context
+        let (ctx, _) = driver_context()?;
         ctx.bind_to_thread().map_err(driver("context"))?;
         let image = crate::kernels::fatbin()?;
         // SAFETY: `image` is a complete, 16-byte aligned fatbin that lives for the whole program.
@@ -172,6 +192,11 @@ impl CudaDevice {
             name: info.name,
             capturing: false,
         })
+    }
+
+    /// The process's context on device 0 (every device and the probe share it).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
     }
 
     fn bind(&self) -> Result<()> {
