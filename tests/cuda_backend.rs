@@ -173,6 +173,22 @@ fn cuda_fresh_buffers_read_as_zero() {
     }
 }
 
+/// The cuda device refuses what CUDA refuses inside a stream capture, and the refusal invalidates the
+/// capture, exactly as on the emu device (tests/emu_backend.rs runs the same check).
+#[test]
+fn cuda_capture_refuses_what_cuda_refuses() {
+    if device_or_skip("cuda_capture_refuses_what_cuda_refuses") {
+        capture_rules_hold(&mut CudaDevice::open().unwrap());
+    }
+}
+
+#[test]
+fn cuda_buffers_never_grow_while_capturing() {
+    if device_or_skip("cuda_buffers_never_grow_while_capturing") {
+        growth_is_refused_while_capturing(&mut CudaDevice::open().unwrap());
+    }
+}
+
 /// The probe retains device 0's primary context once and keeps it: the devices opened afterwards share
 /// it, and it stays active with no device open (released, the driver would reset it, and the next open
 /// would create it again).

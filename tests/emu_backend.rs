@@ -84,3 +84,13 @@ fn emu_device_sampling_equals_host_sampling() {
 fn emu_fresh_buffers_read_as_zero() {
     fresh_buffers_read_as_zero(&mut latentmas::backend::emu::HostDevice::new());
 }
+
+#[test]
+fn emu_capture_refuses_what_cuda_refuses() {
+    capture_rules_hold(&mut latentmas::backend::emu::HostDevice::new());
+}
+
+#[test]
+fn emu_buffers_never_grow_while_capturing() {
+    growth_is_refused_while_capturing(&mut latentmas::backend::emu::HostDevice::new());
+}

@@ -13,7 +13,9 @@
 //!   grid, block and dynamic shared memory).
 //! - GEMMs: `cublasGemmEx`, bf16 inputs, f32 compute, bf16 or f32 output, on the stream, with a fixed
 //!   cuBLAS workspace so that capture never allocates.
-//! - Graphs: stream capture (thread-local mode) → `cuGraphInstantiate` → `cuGraphLaunch`.
+//! - Graphs: stream capture (thread-local mode) → `cuGraphInstantiate` → `cuGraphLaunch`. While capturing,
+//!   the calls CUDA forbids there (allocation, free, synchronous copies, synchronisation) are refused
+//!   before they reach the driver, and the refusal invalidates the capture, as the emu device does.
 //!
 //! Operations: [`probe`], [`CudaDevice::open`], [`new_cuda_model`], [`ceilings::measure`] (bench).
 
@@ -148,6 +150,8 @@ pub struct CudaDevice {
     _blas_workspace: CudaBuf,
     name: String,
     capturing: bool,
+    /// The first call refused while capturing: the capture is invalidated (`end_capture` fails).
+    capture_violation: Option<String>,
 }
 
 // SAFETY: every method takes `&mut self` (no concurrent use) and binds the context to the calling thread
@@ -191,6 +195,7 @@ impl CudaDevice {
             _blas_workspace: ws,
             name: info.name,
             capturing: false,
+            capture_violation: None,
         })
     }
 
@@ -201,6 +206,29 @@ impl CudaDevice {
 
     fn bind(&self) -> Result<()> {
         self.ctx.bind_to_thread().map_err(driver("context"))
+    }
+
+    /// Refuses `what` while capturing and invalidates the capture: CUDA refuses allocation, free,
+    /// synchronous copies and synchronisation inside a stream capture and invalidates it; refusing here,
+    /// before the driver, gives the same outcome with a message naming the call.
+    fn refuse_while_capturing(&mut self, what: &str) -> Result<()> {
+        if self.capturing {
+            self.capture_violation.get_or_insert_with(|| what.to_string());
+            return Err(Error::Device(format!(
+                "{what} while capturing a graph (CUDA refuses it and invalidates the capture)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails every queued call of an invalidated capture, as CUDA does.
+    fn check_capture(&self) -> Result<()> {
+        match &self.capture_violation {
+            Some(why) if self.capturing => {
+                Err(Error::Device(format!("graph capture invalidated earlier by {why} while recording")))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn function(&mut self, name: &'static str) -> Result<drv_sys::CUfunction> {
@@ -254,9 +282,7 @@ impl Device for CudaDevice {
 
     fn alloc(&mut self, bytes: usize) -> Result<CudaBuf> {
         self.bind()?;
-        if self.capturing {
-            return Err(Error::Device("allocation while capturing a graph".into()));
-        }
+        self.refuse_while_capturing("an allocation")?;
         alloc_zeroed(&self.ctx, self.stream, bytes)
     }
 
@@ -266,6 +292,7 @@ impl Device for CudaDevice {
 
     unsafe fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<()> {
         self.bind()?;
+        self.refuse_while_capturing("a host-to-device copy")?;
         // SAFETY: the caller vouches for the destination range; pageable `src` is staged by the driver
         // before this returns, so the caller may reuse it.
         unsafe { drv::memcpy_htod_async(dst as drv_sys::CUdeviceptr, src, self.stream) }.map_err(driver("upload"))
@@ -273,6 +300,7 @@ impl Device for CudaDevice {
 
     unsafe fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
         self.bind()?;
+        self.refuse_while_capturing("a device-to-host copy")?;
         // SAFETY: the caller vouches for the source range; the sync makes `dst` complete before returning.
         unsafe {
             drv::memcpy_dtoh_async(dst, src as drv_sys::CUdeviceptr, self.stream).map_err(driver("download"))?;
@@ -282,12 +310,14 @@ impl Device for CudaDevice {
 
     unsafe fn copy(&mut self, dst: DevPtr, src: DevPtr, bytes: usize) -> Result<()> {
         self.bind()?;
+        self.check_capture()?;
         // SAFETY: forwarded from the caller.
         unsafe { drv::memcpy_dtod_async(dst as _, src as _, bytes, self.stream) }.map_err(driver("copy"))
     }
 
     unsafe fn launch<P: KernelOp + Send + 'static>(&mut self, p: &P) -> Result<()> {
         self.bind()?;
+        self.check_capture()?;
         let plan = p.plan()?;
         for l in &plan.launches {
             let f = self.function(l.kernel)?;
@@ -315,6 +345,7 @@ impl Device for CudaDevice {
         use cublas_sys::cudaDataType as Ty;
         use cublas_sys::{cublasComputeType_t as Compute, cublasGemmAlgo_t as Algo, cublasOperation_t as Op};
         self.bind()?;
+        self.check_capture()?;
         // Row-major out[n, rows] = x[n, cols] · W[rows, cols]ᵀ is, column-major, C(rows × n) =
         // op_T(W as cols × rows) · (x as cols × n): m = rows, n = n, k = cols, every leading dimension the
         // row length of its matrix.
@@ -356,14 +387,29 @@ impl Device for CudaDevice {
         }
         .map_err(driver("begin capture"))?;
         self.capturing = true;
+        self.capture_violation = None;
         Ok(())
     }
 
     fn end_capture(&mut self) -> Result<CudaGraph> {
         self.bind()?;
+        if !self.capturing {
+            return Err(Error::Device("end_capture without begin_capture".into()));
+        }
         self.capturing = false;
-        // SAFETY: the stream is capturing (begin_capture succeeded).
-        let graph = unsafe { drv::stream::end_capture(self.stream) }.map_err(driver("end capture"))?;
+        // SAFETY: the stream is capturing (begin_capture succeeded); ending it is needed in every case to
+        // leave capture mode.
+        let ended = unsafe { drv::stream::end_capture(self.stream) };
+        if let Some(why) = self.capture_violation.take() {
+            if let Ok(graph) = ended {
+                if !graph.is_null() {
+                    // SAFETY: destroyed once, never instantiated.
+                    let _ = unsafe { drv::graph::destroy(graph) };
+                }
+            }
+            return Err(Error::Device(format!("graph capture invalidated by {why} while recording")));
+        }
+        let graph = ended.map_err(driver("end capture"))?;
         // SAFETY: `graph` is a complete captured graph.
         let exec = match unsafe { drv::graph::instantiate(graph, drv_sys::CUgraphInstantiate_flags(0)) } {
             Ok(e) => e,
@@ -376,14 +422,20 @@ impl Device for CudaDevice {
         Ok(CudaGraph { exec, graph, ctx: self.ctx.clone() })
     }
 
+    fn capturing(&self) -> bool {
+        self.capturing
+    }
+
     fn synchronize(&mut self) -> Result<()> {
         self.bind()?;
+        self.refuse_while_capturing("a synchronisation")?;
         // SAFETY: valid stream.
         unsafe { drv::stream::synchronize(self.stream) }.map_err(driver("synchronize"))
     }
 
     fn replay(&mut self, g: &CudaGraph) -> Result<()> {
         self.bind()?;
+        self.refuse_while_capturing("a graph replay")?;
         // SAFETY: an instantiated graph of this context; `backend::gpu` replays only graphs whose buffers
         // are all still allocated at the captured addresses.
         unsafe { drv::graph::launch(g.exec, self.stream) }.map_err(driver("graph launch"))

@@ -80,8 +80,14 @@ pub trait Device {
     unsafe fn gemm(&mut self, g: &Gemm) -> Result<()>;
     /// From now on queued work is recorded into a graph instead of run.
     fn begin_capture(&mut self) -> Result<()>;
-    /// Ends the recording started by `begin_capture`.
+    /// Ends the recording started by `begin_capture`. Fails (and returns no graph) when a call made while
+    /// recording broke CUDA's capture rules: such a call fails itself and invalidates the capture, as
+    /// CUDA invalidates it.
     fn end_capture(&mut self) -> Result<Self::Graph>;
+    /// True between `begin_capture` and `end_capture`. While capturing, `alloc`, freeing a buffer,
+    /// `upload`, `download`, `synchronize` and `replay` are refused (CUDA refuses allocation, free,
+    /// synchronous copies and synchronisation inside a stream capture).
+    fn capturing(&self) -> bool;
     /// Queues one replay of `graph` (every op with the pointers and params it was captured with).
     fn replay(&mut self, graph: &Self::Graph) -> Result<()>;
     /// Waits until everything queued has run (benchmarks).
@@ -154,13 +160,34 @@ impl<B> Default for Grow<B> {
 }
 
 impl<B> Grow<B> {
+    /// True when `fit(len, elem)` would have to reallocate.
+    pub fn would_grow(&self, len: usize, elem: usize) -> bool {
+        let need = len.saturating_mul(elem).max(1);
+        !self.buf.as_ref().is_some_and(|b| b.bytes() >= need)
+    }
+
     /// Makes room for `len` elements of `elem` bytes; returns true when the buffer moved.
+    ///
+    /// While `dev` is capturing a graph, growing is refused (the buffer and its length are left as they
+    /// were): it would free and allocate, which CUDA refuses inside a capture. Graph capture sizes every
+    /// buffer before it starts (`graphs.rs`).
     pub fn fit<D: Device<Buf = B>>(&mut self, dev: &mut D, len: usize, elem: usize) -> Result<bool> {
-        self.len = len;
-        let need = (len * elem).max(1);
-        if self.buf.as_ref().is_some_and(|b| b.bytes() >= need) {
+        if !self.would_grow(len, elem) {
+            self.len = len;
             return Ok(false);
         }
+        let need = len
+            .checked_mul(elem)
+            .ok_or_else(|| Error::Device(format!("device buffer of {len} × {elem} bytes overflows")))?
+            .max(1);
+        if dev.capturing() {
+            return Err(Error::Device(format!(
+                "a device buffer of {} bytes would have to grow to {need} bytes while capturing a graph \
+                 (CUDA refuses allocation and free inside a capture)",
+                self.buf.as_ref().map_or(0, |b| b.bytes())
+            )));
+        }
+        self.len = len;
         // grow by half again, so a slowly growing length (decode workspace) reallocates rarely
         let bytes = need.max(self.buf.as_ref().map_or(0, |b| b.bytes() + b.bytes() / 2));
         self.buf = None; // free first: the old contents are never needed
