@@ -210,3 +210,35 @@ fn cuda_probe_and_devices_share_one_primary_context() {
     assert_eq!(r, cudarc::driver::sys::CUresult::CUDA_SUCCESS);
     assert_eq!(active, 1, "the primary context was released (and reset) after the probe and the devices");
 }
+
+/// With the sync check on, a kernel that faults (here it reads through an address no allocation covers)
+/// fails at its own launch, and the error names the kernel, its grid, block, shared memory and params.
+#[test]
+fn cuda_sync_check_names_the_faulting_kernel() {
+    use latentmas::backend::gpu::{DevBuf, Device};
+    use latentmas::kernels::RmsNormParams;
+    if !device_or_skip("cuda_sync_check_names_the_faulting_kernel") {
+        return;
+    }
+    let mut dev = CudaDevice::open().unwrap();
+    dev.set_sync_check(true);
+    let (rows, dim) = (4u32, 64u32);
+    let weight = DevBuf::alloc(&mut dev, (dim * 2) as usize).unwrap();
+    let out = DevBuf::alloc(&mut dev, (rows * dim * 2) as usize).unwrap();
+    let bogus = 256;
+    let p = RmsNormParams { x: bogus, weight: weight.addr(), out: out.addr(), rows, dim, eps: 1e-6, _pad: 0 };
+    // SAFETY: deliberately not: `x` addresses no allocation; the sync check must catch the fault here.
+    let err =
+        unsafe { dev.launch(&p) }.expect_err("a launch reading unmapped memory passed the sync check").to_string();
+    println!("{err}");
+    for part in [
+        "latentmas_rmsnorm",
+        "grid [",
+        "block [",
+        "dynamic shared memory",
+        &format!("x: {bogus}"),
+        "LATENTMAS_CUDA_SYNC_CHECK",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+}

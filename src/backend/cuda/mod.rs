@@ -10,7 +10,9 @@
 //!   allocations are zeroed by `cuMemsetD8Async` on that stream, so the work queued after it is ordered
 //!   after the zeroing (a non-blocking stream does not wait for the legacy default stream).
 //! - Kernel launches: `cuLaunchKernel` with the op's params struct as the single argument (the planner's
-//!   grid, block and dynamic shared memory).
+//!   grid, block and dynamic shared memory). With `LATENTMAS_CUDA_SYNC_CHECK=1` every launch, GEMM, copy
+//!   and graph replay is followed by a stream synchronisation whose error names the kernel, its grid,
+//!   block, shared memory and params.
 //! - GEMMs: `cublasGemmEx`, bf16 inputs, f32 compute, bf16 or f32 output, on the stream, with a fixed
 //!   cuBLAS workspace so that capture never allocates.
 //! - Graphs: stream capture (thread-local mode) → `cuGraphInstantiate` → `cuGraphLaunch`. While capturing,
@@ -29,7 +31,7 @@ use std::sync::{Arc, OnceLock};
 use cudarc::cublas::{result as cublas, sys as cublas_sys};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, DriverError};
 
-use crate::backend::gpu::{Device, Gemm, GpuModel};
+use crate::backend::gpu::{describe_launch, sync_check_from_env, Device, Gemm, GpuModel};
 use crate::error::{Error, Result};
 use crate::kernels::{DevPtr, KernelOp};
 use crate::model::qwen3::Qwen3;
@@ -123,6 +125,8 @@ pub struct CudaGraph {
     exec: drv_sys::CUgraphExec,
     graph: drv_sys::CUgraph,
     ctx: Arc<CudaContext>,
+    /// The captured launches as `LATENTMAS_CUDA_SYNC_CHECK` names them (recorded only with the check on).
+    launches: Vec<String>,
 }
 
 impl Drop for CudaGraph {
@@ -152,6 +156,10 @@ pub struct CudaDevice {
     capturing: bool,
     /// The first call refused while capturing: the capture is invalidated (`end_capture` fails).
     capture_violation: Option<String>,
+    /// The launches recorded into the capture under way (with `sync_check` only).
+    captured: Vec<String>,
+    /// `LATENTMAS_CUDA_SYNC_CHECK`: synchronise and check after every launch, GEMM, copy and replay.
+    sync_check: bool,
 }
 
 // SAFETY: every method takes `&mut self` (no concurrent use) and binds the context to the calling thread
@@ -196,12 +204,19 @@ impl CudaDevice {
             name: info.name,
             capturing: false,
             capture_violation: None,
+            captured: Vec::new(),
+            sync_check: sync_check_from_env(),
         })
     }
 
     /// The process's context on device 0 (every device and the probe share it).
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+
+    /// Turns the per-launch synchronise-and-check on or off (`LATENTMAS_CUDA_SYNC_CHECK` sets it at open).
+    pub fn set_sync_check(&mut self, on: bool) {
+        self.sync_check = on;
     }
 
     fn bind(&self) -> Result<()> {
@@ -229,6 +244,16 @@ impl CudaDevice {
             }
             _ => Ok(()),
         }
+    }
+
+    /// With the sync check on (and not capturing), waits for the stream and names `what` in its error.
+    fn checked(&self, what: impl FnOnce() -> String) -> Result<()> {
+        if !self.sync_check || self.capturing {
+            return Ok(());
+        }
+        // SAFETY: valid stream.
+        unsafe { drv::stream::synchronize(self.stream) }
+            .map_err(|e| Error::Device(format!("{} failed: {e:?} (LATENTMAS_CUDA_SYNC_CHECK)", what())))
     }
 
     fn function(&mut self, name: &'static str) -> Result<drv_sys::CUfunction> {
@@ -312,7 +337,8 @@ impl Device for CudaDevice {
         self.bind()?;
         self.check_capture()?;
         // SAFETY: forwarded from the caller.
-        unsafe { drv::memcpy_dtod_async(dst as _, src as _, bytes, self.stream) }.map_err(driver("copy"))
+        unsafe { drv::memcpy_dtod_async(dst as _, src as _, bytes, self.stream) }.map_err(driver("copy"))?;
+        self.checked(|| format!("device copy of {bytes} bytes {src:#x} -> {dst:#x}"))
     }
 
     unsafe fn launch<P: KernelOp + Send + 'static>(&mut self, p: &P) -> Result<()> {
@@ -336,7 +362,11 @@ impl Device for CudaDevice {
                     &mut args,
                 )
             }
-            .map_err(|e| Error::Device(format!("launch of {}: {e:?}", l.kernel)))?;
+            .map_err(|e| Error::Device(format!("launch of {}: {e:?}", describe_launch(l, p))))?;
+            if self.sync_check && self.capturing {
+                self.captured.push(describe_launch(l, p));
+            }
+            self.checked(|| format!("kernel {}", describe_launch(l, p)))?;
         }
         Ok(())
     }
@@ -376,7 +406,11 @@ impl Device for CudaDevice {
                 Algo::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| Error::Device(format!("cublasGemmEx {}×{}×{}: {e:?}", g.rows, g.n, g.cols)))
+        .map_err(|e| Error::Device(format!("cublasGemmEx {}×{}×{}: {e:?}", g.rows, g.n, g.cols)))?;
+        if self.sync_check && self.capturing {
+            self.captured.push(format!("cublasGemmEx {g:?}"));
+        }
+        self.checked(|| format!("cublasGemmEx {g:?}"))
     }
 
     fn begin_capture(&mut self) -> Result<()> {
@@ -388,6 +422,7 @@ impl Device for CudaDevice {
         .map_err(driver("begin capture"))?;
         self.capturing = true;
         self.capture_violation = None;
+        self.captured.clear();
         Ok(())
     }
 
@@ -397,6 +432,7 @@ impl Device for CudaDevice {
             return Err(Error::Device("end_capture without begin_capture".into()));
         }
         self.capturing = false;
+        let launches = std::mem::take(&mut self.captured);
         // SAFETY: the stream is capturing (begin_capture succeeded); ending it is needed in every case to
         // leave capture mode.
         let ended = unsafe { drv::stream::end_capture(self.stream) };
@@ -419,7 +455,7 @@ impl Device for CudaDevice {
                 return Err(driver("graph instantiate")(e));
             }
         };
-        Ok(CudaGraph { exec, graph, ctx: self.ctx.clone() })
+        Ok(CudaGraph { exec, graph, ctx: self.ctx.clone(), launches })
     }
 
     fn capturing(&self) -> bool {
@@ -438,6 +474,10 @@ impl Device for CudaDevice {
         self.refuse_while_capturing("a graph replay")?;
         // SAFETY: an instantiated graph of this context; `backend::gpu` replays only graphs whose buffers
         // are all still allocated at the captured addresses.
-        unsafe { drv::graph::launch(g.exec, self.stream) }.map_err(driver("graph launch"))
+        unsafe { drv::graph::launch(g.exec, self.stream) }.map_err(driver("graph launch"))?;
+        self.checked(|| match g.launches.len() {
+            0 => "replay of a graph (captured with the check off: its launches were not recorded)".into(),
+            n => format!("replay of a graph of {n} launches [{}]", g.launches.join("; ")),
+        })
     }
 }

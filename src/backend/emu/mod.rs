@@ -9,7 +9,10 @@
 //! - CUDA's capture rules hold while recording: allocating, freeing a buffer, host copies, synchronising
 //!   and replaying are refused, and the refusal invalidates the capture (every later queued operation
 //!   fails and `end_capture` returns the first violation instead of a graph), as CUDA invalidates a
-//!   stream capture on such a call.
+//!   stream capture on such a call;
+//! - a failing launch names its kernel, grid, block, dynamic shared memory and params (every launch runs
+//!   to completion inside the call, so a fault is always attributed; see `LATENTMAS_CUDA_SYNC_CHECK` for
+//!   the cuda device).
 //!
 //! Operations: [`HostDevice::new`], [`new_emu_model`].
 
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::backend::gpu::{Device, Gemm, GpuModel};
+use crate::backend::gpu::{describe_launch, Device, Gemm, GpuModel};
 use crate::error::{Error, Result};
 use crate::kernels::{emu, DevPtr, KernelOp};
 use crate::model::qwen3::Qwen3;
@@ -150,6 +153,25 @@ impl HostDevice {
     }
 }
 
+/// Emulates `p`; a failure names the failing launch's kernel, grid, block, shared memory and params.
+///
+/// # Safety
+/// As [`emu::emulate`].
+unsafe fn emulate_attributed<P: KernelOp>(p: &P, opts: emu::Options) -> Result<()> {
+    // SAFETY: forwarded from the caller.
+    unsafe { emu::emulate(p, opts) }.map_err(|e| {
+        let plan = p.plan().ok();
+        let launch = plan.as_ref().and_then(|plan| {
+            // the emulator's message starts with the kernel it was running
+            plan.launches.iter().find(|l| e.message.starts_with(l.kernel)).or(plan.launches.first())
+        });
+        match launch {
+            Some(l) => Error::Device(format!("kernel emulation: {}: {e}", describe_launch(l, p))),
+            None => Error::from(e),
+        }
+    })
+}
+
 /// `out[t, j] = Σ_k x[t, k] · w[j, k]` in f32 from bf16 inputs (the cuBLAS GemmEx stand-in).
 ///
 /// # Safety
@@ -238,12 +260,12 @@ impl Device for HostDevice {
         self.check_capture()?;
         let Some(rec) = self.recording.as_mut() else {
             // SAFETY: the caller vouches for every pointer in `p`.
-            return unsafe { emu::emulate(p, self.opts) }.map_err(Error::from);
+            return unsafe { emulate_attributed(p, self.opts) };
         };
         let p = *p;
         // SAFETY: the caller vouches for every pointer in `p` until the replay, which the graph rules of
         // `backend::gpu` guarantee by dropping graphs whose buffers moved.
-        let run = move |opts| unsafe { emu::emulate(&p, opts) }.map_err(Error::from);
+        let run = move |opts| unsafe { emulate_attributed(&p, opts) };
         rec.push(Cmd::Launch(Box::new(run)));
         Ok(())
     }

@@ -19,7 +19,33 @@ pub use graphs::GraphStats;
 pub use model::GpuModel;
 
 use crate::error::{Error, Result};
-use crate::kernels::{DevPtr, KernelOp};
+use crate::kernels::{DevPtr, KernelOp, Launch};
+
+/// The environment switch that makes a device synchronise and check after every launch (and GEMM, copy
+/// and graph replay), so that a fault is reported by the launch that caused it, naming the kernel, its
+/// grid, block, dynamic shared memory and params. Off unless set to something other than `0`, `false`,
+/// `no`, `off` or nothing. Slow (one host round trip per launch): for finding a fault, not for serving.
+pub const SYNC_CHECK_ENV: &str = "LATENTMAS_CUDA_SYNC_CHECK";
+
+/// Whether [`SYNC_CHECK_ENV`] is on in this process's environment.
+pub fn sync_check_from_env() -> bool {
+    switch_on(std::env::var(SYNC_CHECK_ENV).ok().as_deref())
+}
+
+/// The reading of an on/off environment switch: unset, empty, `0`, `false`, `no`, `off` (any case) are off.
+pub fn switch_on(value: Option<&str>) -> bool {
+    let v = value.unwrap_or("").trim().to_ascii_lowercase();
+    !matches!(v.as_str(), "" | "0" | "false" | "no" | "off")
+}
+
+/// One planned launch and its params, as fault messages name them: `kernel (grid [x, y, z], block
+/// [x, y, z], N B dynamic shared memory, params Struct { field: value, .. })`.
+pub fn describe_launch<P: std::fmt::Debug>(l: &Launch, p: &P) -> String {
+    format!(
+        "{} (grid {:?}, block {:?}, {} B dynamic shared memory, params {:?})",
+        l.kernel, l.grid, l.block, l.shared_bytes, p
+    )
+}
 
 /// `out[n, rows] = x[n, cols] · w[rows, cols]ᵀ`: bf16 row-major inputs (`w` in PyTorch's `[out, in]`
 /// layout), f32 accumulation, bf16 output (f32 when `out_f32`), all row-major and dense.
