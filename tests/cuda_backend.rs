@@ -8,7 +8,7 @@ mod common;
 mod gpu_checks;
 
 use gpu_checks::*;
-use latentmas::backend::cuda::{new_cuda_model, probe};
+use latentmas::backend::cuda::{new_cuda_model, probe, CudaDevice};
 use latentmas::backend::emu::new_emu_model;
 use latentmas::engine::DeviceKind;
 use latentmas::kv::{KvBudget, KvBuffer};
@@ -160,5 +160,85 @@ fn cuda_matches_emu() {
             assert!(err <= REL * scale, "{name} step {step}: cuda vs emu logits differ by {err} (max {scale})");
         }
         println!("{name}: {:?}", cuda.graph_stats());
+    }
+}
+
+/// Fresh allocations are zeroed on the device's own stream: the next copy and download on that stream
+/// see zeros, not the driver's uninitialised memory (a zeroing queued on the legacy default stream is not
+/// waited for by the device's non-blocking stream).
+#[test]
+fn cuda_fresh_buffers_read_as_zero() {
+    if device_or_skip("cuda_fresh_buffers_read_as_zero") {
+        fresh_buffers_read_as_zero(&mut CudaDevice::open().unwrap());
+    }
+}
+
+/// The cuda device refuses what CUDA refuses inside a stream capture, and the refusal invalidates the
+/// capture, exactly as on the emu device (tests/emu_backend.rs runs the same check).
+#[test]
+fn cuda_capture_refuses_what_cuda_refuses() {
+    if device_or_skip("cuda_capture_refuses_what_cuda_refuses") {
+        capture_rules_hold(&mut CudaDevice::open().unwrap());
+    }
+}
+
+#[test]
+fn cuda_buffers_never_grow_while_capturing() {
+    if device_or_skip("cuda_buffers_never_grow_while_capturing") {
+        growth_is_refused_while_capturing(&mut CudaDevice::open().unwrap());
+    }
+}
+
+/// The probe retains device 0's primary context once and keeps it: the devices opened afterwards share
+/// it, and it stays active with no device open (released, the driver would reset it, and the next open
+/// would create it again).
+#[test]
+fn cuda_probe_and_devices_share_one_primary_context() {
+    if !device_or_skip("cuda_probe_and_devices_share_one_primary_context") {
+        return;
+    }
+    probe().unwrap();
+    let a = CudaDevice::open().unwrap();
+    let b = CudaDevice::open().unwrap();
+    assert!(std::sync::Arc::ptr_eq(a.context(), b.context()), "two devices, two contexts");
+    let cu_device = a.context().cu_device();
+    drop((a, b));
+    probe().unwrap();
+    let (mut flags, mut active) = (0u32, 0i32);
+    // SAFETY: the driver library is loaded (the probe succeeded); both out-pointers are valid.
+    let r = unsafe { cudarc::driver::sys::cuDevicePrimaryCtxGetState(cu_device, &mut flags, &mut active) };
+    assert_eq!(r, cudarc::driver::sys::CUresult::CUDA_SUCCESS);
+    assert_eq!(active, 1, "the primary context was released (and reset) after the probe and the devices");
+}
+
+/// With the sync check on, a kernel that faults (here it reads through an address no allocation covers)
+/// fails at its own launch, and the error names the kernel, its grid, block, shared memory and params.
+#[test]
+fn cuda_sync_check_names_the_faulting_kernel() {
+    use latentmas::backend::gpu::{DevBuf, Device};
+    use latentmas::kernels::RmsNormParams;
+    if !device_or_skip("cuda_sync_check_names_the_faulting_kernel") {
+        return;
+    }
+    let mut dev = CudaDevice::open().unwrap();
+    dev.set_sync_check(true);
+    let (rows, dim) = (4u32, 64u32);
+    let weight = DevBuf::alloc(&mut dev, (dim * 2) as usize).unwrap();
+    let out = DevBuf::alloc(&mut dev, (rows * dim * 2) as usize).unwrap();
+    let bogus = 256;
+    let p = RmsNormParams { x: bogus, weight: weight.addr(), out: out.addr(), rows, dim, eps: 1e-6, _pad: 0 };
+    // SAFETY: deliberately not: `x` addresses no allocation; the sync check must catch the fault here.
+    let err =
+        unsafe { dev.launch(&p) }.expect_err("a launch reading unmapped memory passed the sync check").to_string();
+    println!("{err}");
+    for part in [
+        "latentmas_rmsnorm",
+        "grid [",
+        "block [",
+        "dynamic shared memory",
+        &format!("x: {bogus}"),
+        "LATENTMAS_CUDA_SYNC_CHECK",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
     }
 }

@@ -79,3 +79,54 @@ fn kernel_microbench_cases_run_on_emu() {
 fn emu_device_sampling_equals_host_sampling() {
     device_sampling_equals_host_sampling(DeviceKind::Emu);
 }
+
+#[test]
+fn emu_fresh_buffers_read_as_zero() {
+    fresh_buffers_read_as_zero(&mut latentmas::backend::emu::HostDevice::new());
+}
+
+#[test]
+fn emu_capture_refuses_what_cuda_refuses() {
+    capture_rules_hold(&mut latentmas::backend::emu::HostDevice::new());
+}
+
+#[test]
+fn emu_buffers_never_grow_while_capturing() {
+    growth_is_refused_while_capturing(&mut latentmas::backend::emu::HostDevice::new());
+}
+
+/// A faulting kernel (the emulator's planted `__trap`) is reported with its kernel, grid, block, dynamic
+/// shared memory and params, eagerly and when it faults inside a graph replay.
+#[test]
+fn emu_failing_launch_names_kernel_grid_block_and_params() {
+    use latentmas::backend::emu::HostDevice;
+    use latentmas::backend::gpu::{DevBuf, Device};
+    use latentmas::kernels::{emu::test_variant, EmuTestParams};
+    let mut dev = HostDevice::new();
+    let out = DevBuf::alloc(&mut dev, 64 * 4).unwrap();
+    let p = EmuTestParams { out: out.addr(), variant: test_variant::TRAP, _pad: 0 };
+    let check = |err: String| {
+        for part in ["lmas_selftest_trap", "grid [1, 1, 1]", "block [64, 1, 1]", "0 B dynamic shared memory"] {
+            assert!(err.contains(part), "{part:?} missing from: {err}");
+        }
+        assert!(err.contains(&format!("params EmuTestParams {{ out: {}, variant: 8", out.addr())), "{err}");
+    };
+    // SAFETY: `out` holds the 64 f32 the self-test kernel writes.
+    check(unsafe { dev.launch(&p) }.unwrap_err().to_string());
+    dev.begin_capture().unwrap();
+    // SAFETY: as above; recorded, run at the replay.
+    unsafe { dev.launch(&p) }.unwrap();
+    let graph = dev.end_capture().unwrap();
+    check(dev.replay(&graph).unwrap_err().to_string());
+}
+
+#[test]
+fn sync_check_switch_reads_off_and_on() {
+    use latentmas::backend::gpu::switch_on;
+    for off in [None, Some(""), Some("0"), Some("false"), Some("OFF"), Some(" no ")] {
+        assert!(!switch_on(off), "{off:?}");
+    }
+    for on in [Some("1"), Some("true"), Some("yes"), Some("on")] {
+        assert!(switch_on(on), "{on:?}");
+    }
+}

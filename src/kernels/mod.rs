@@ -80,7 +80,7 @@ mod sealed {
 ///
 /// # Safety
 /// Implemented only in this module, for structs whose layout equals the C struct the entry points take.
-pub unsafe trait KernelOp: Copy + sealed::Sealed {
+pub unsafe trait KernelOp: Copy + std::fmt::Debug + sealed::Sealed {
     /// Name of the op (`lmas_plan_<OP>`, `lmas_emu_<OP>` in C).
     const OP: &'static str;
     #[doc(hidden)]

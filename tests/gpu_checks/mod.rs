@@ -12,7 +12,11 @@
 //! - Greedy tokens: fed teacher-forced (the golden token goes back in), compared only at steps whose golden
 //!   top1 − top2 margin exceeds 2 × the measured logit error bound (a smaller margin can flip under bf16).
 
+mod device_rules;
+
 use std::path::Path;
+
+pub use device_rules::*;
 
 use crate::common::Golden;
 use latentmas::backend::gpu::{Device, GpuModel};

@@ -3,12 +3,21 @@
 //! GemmEx for the dense GEMMs. [`CudaModel`] is [`GpuModel`] over it: the same forward, buffers and graph
 //! rules the `emu` device runs and the tests check on the CPU.
 //!
-//! - ONE non-blocking stream; host copies are `cuMemcpy*Async` on it; only downloads synchronise.
+//! - ONE primary context per process, retained by the first [`probe`] (or open) and kept: the probe and
+//!   every device share it instead of recreating it (the driver resets a primary context when its last
+//!   retain is released).
+//! - ONE non-blocking stream; host copies are `cuMemcpy*Async` on it; only downloads synchronise. Fresh
+//!   allocations are zeroed by `cuMemsetD8Async` on that stream, so the work queued after it is ordered
+//!   after the zeroing (a non-blocking stream does not wait for the legacy default stream).
 //! - Kernel launches: `cuLaunchKernel` with the op's params struct as the single argument (the planner's
-//!   grid, block and dynamic shared memory).
+//!   grid, block and dynamic shared memory). With `LATENTMAS_CUDA_SYNC_CHECK=1` every launch, GEMM, copy
+//!   and graph replay is followed by a stream synchronisation whose error names the kernel, its grid,
+//!   block, shared memory and params.
 //! - GEMMs: `cublasGemmEx`, bf16 inputs, f32 compute, bf16 or f32 output, on the stream, with a fixed
 //!   cuBLAS workspace so that capture never allocates.
-//! - Graphs: stream capture (thread-local mode) → `cuGraphInstantiate` → `cuGraphLaunch`.
+//! - Graphs: stream capture (thread-local mode) → `cuGraphInstantiate` → `cuGraphLaunch`. While capturing,
+//!   the calls CUDA forbids there (allocation, free, synchronous copies, synchronisation) are refused
+//!   before they reach the driver, and the refusal invalidates the capture, as the emu device does.
 //!
 //! Operations: [`probe`], [`CudaDevice::open`], [`new_cuda_model`], [`ceilings::measure`] (bench).
 
@@ -17,12 +26,12 @@ pub mod nvtx;
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::cublas::{result as cublas, sys as cublas_sys};
 use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, DriverError};
 
-use crate::backend::gpu::{Device, Gemm, GpuModel};
+use crate::backend::gpu::{describe_launch, sync_check_from_env, Device, Gemm, GpuModel};
 use crate::error::{Error, Result};
 use crate::kernels::{DevPtr, KernelOp};
 use crate::model::qwen3::Qwen3;
@@ -36,31 +45,47 @@ pub struct CudaInfo {
     pub devices: usize,
 }
 
-/// The one-line error for a machine without a usable driver or device.
-fn no_device(why: impl std::fmt::Debug) -> Error {
-    Error::Device(format!("no CUDA driver/device found ({why:?})"))
+/// The one-line reason for a machine without a usable driver or device.
+fn no_device(why: impl std::fmt::Debug) -> String {
+    format!("no CUDA driver/device found ({why:?})")
 }
 
 fn driver(what: &str) -> impl FnOnce(DriverError) -> Error + '_ {
     move |e| Error::Device(format!("CUDA {what}: {e:?}"))
 }
 
+/// Device 0's primary context and what the probe found, or the probe's one-line reason; found once per
+/// process and kept (the retain is never released: the driver tears the context down at exit).
+static DRIVER: OnceLock<std::result::Result<(Arc<CudaContext>, CudaInfo), String>> = OnceLock::new();
+
+/// The process's context on device 0 (retained on first use, kept), with what the probe found.
+fn driver_context() -> Result<(Arc<CudaContext>, CudaInfo)> {
+    DRIVER
+        .get_or_init(|| {
+            // SAFETY: only tries to dlopen the driver library by its usual names; no symbol is called.
+            if !unsafe { drv_sys::is_culib_present() } {
+                return Err(no_device(format_args!("libcuda could not be loaded")));
+            }
+            let devices = CudaContext::device_count().map_err(no_device)?;
+            if devices <= 0 {
+                return Err(no_device(format_args!("the driver reports no device")));
+            }
+            let ctx = CudaContext::new(0).map_err(no_device)?;
+            let name = ctx.name().map_err(no_device)?;
+            Ok((ctx, CudaInfo { name, devices: devices as usize }))
+        })
+        .clone()
+        .map_err(Error::Device)
+}
+
 /// Checks, in order: libcuda can be loaded (`is_culib_present`, BEFORE any driver call: cudarc's
 /// dynamically loaded entry points panic without the library), the driver initialises and reports a device,
-/// a context on device 0 can be created, and this build embeds the kernels' fatbin.
+/// device 0's primary context can be retained (it is kept for [`CudaDevice::open`]), and this build embeds
+/// the kernels' fatbin.
 pub fn probe() -> Result<CudaInfo> {
-    // SAFETY: only tries to dlopen the driver library by its usual names; no symbol is called.
-    if !unsafe { drv_sys::is_culib_present() } {
-        return Err(no_device(format_args!("libcuda could not be loaded")));
-    }
-    let devices = CudaContext::device_count().map_err(no_device)?;
-    if devices <= 0 {
-        return Err(no_device(format_args!("the driver reports no device")));
-    }
-    let ctx = CudaContext::new(0).map_err(no_device)?;
-    let name = ctx.name().map_err(no_device)?;
+    let (_, info) = driver_context()?;
     crate::kernels::fatbin()?;
-    Ok(CudaInfo { name, devices: devices as usize })
+    Ok(info)
 }
 
 /// The model on a GPU.
@@ -100,6 +125,8 @@ pub struct CudaGraph {
     exec: drv_sys::CUgraphExec,
     graph: drv_sys::CUgraph,
     ctx: Arc<CudaContext>,
+    /// The captured launches as `LATENTMAS_CUDA_SYNC_CHECK` names them (recorded only with the check on).
+    launches: Vec<String>,
 }
 
 impl Drop for CudaGraph {
@@ -127,6 +154,12 @@ pub struct CudaDevice {
     _blas_workspace: CudaBuf,
     name: String,
     capturing: bool,
+    /// The first call refused while capturing: the capture is invalidated (`end_capture` fails).
+    capture_violation: Option<String>,
+    /// The launches recorded into the capture under way (with `sync_check` only).
+    captured: Vec<String>,
+    /// `LATENTMAS_CUDA_SYNC_CHECK`: synchronise and check after every launch, GEMM, copy and replay.
+    sync_check: bool,
 }
 
 // SAFETY: every method takes `&mut self` (no concurrent use) and binds the context to the calling thread
@@ -143,7 +176,8 @@ impl CudaDevice {
                 "--device cuda: libcublas could not be loaded (install the CUDA 13 cuBLAS)".into(),
             ));
         }
-        let ctx = CudaContext::new(0).map_err(no_device)?;
+        // the context the probe retained: creating another would only re-take the same primary context
+        let (ctx, _) = driver_context()?;
         ctx.bind_to_thread().map_err(driver("context"))?;
         let image = crate::kernels::fatbin()?;
         // SAFETY: `image` is a complete, 16-byte aligned fatbin that lives for the whole program.
@@ -151,7 +185,7 @@ impl CudaDevice {
             unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }.map_err(driver("module load"))?;
         let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(driver("stream"))?;
         let blas = cublas::create_handle().map_err(|e| Error::Device(format!("cuBLAS init: {e:?}")))?;
-        let ws = alloc_zeroed(&ctx, CUBLAS_WORKSPACE_BYTES)?;
+        let ws = alloc_zeroed(&ctx, stream, CUBLAS_WORKSPACE_BYTES)?;
         // SAFETY: valid handle, stream and workspace (kept alive by `_blas_workspace`).
         unsafe {
             cublas::set_stream(blas, stream as cublas_sys::cudaStream_t)
@@ -169,11 +203,57 @@ impl CudaDevice {
             _blas_workspace: ws,
             name: info.name,
             capturing: false,
+            capture_violation: None,
+            captured: Vec::new(),
+            sync_check: sync_check_from_env(),
         })
+    }
+
+    /// The process's context on device 0 (every device and the probe share it).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// Turns the per-launch synchronise-and-check on or off (`LATENTMAS_CUDA_SYNC_CHECK` sets it at open).
+    pub fn set_sync_check(&mut self, on: bool) {
+        self.sync_check = on;
     }
 
     fn bind(&self) -> Result<()> {
         self.ctx.bind_to_thread().map_err(driver("context"))
+    }
+
+    /// Refuses `what` while capturing and invalidates the capture: CUDA refuses allocation, free,
+    /// synchronous copies and synchronisation inside a stream capture and invalidates it; refusing here,
+    /// before the driver, gives the same outcome with a message naming the call.
+    fn refuse_while_capturing(&mut self, what: &str) -> Result<()> {
+        if self.capturing {
+            self.capture_violation.get_or_insert_with(|| what.to_string());
+            return Err(Error::Device(format!(
+                "{what} while capturing a graph (CUDA refuses it and invalidates the capture)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails every queued call of an invalidated capture, as CUDA does.
+    fn check_capture(&self) -> Result<()> {
+        match &self.capture_violation {
+            Some(why) if self.capturing => {
+                Err(Error::Device(format!("graph capture invalidated earlier by {why} while recording")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// With the sync check on (and not capturing), waits for the stream and names `what` in its error.
+    fn checked(&self, what: impl FnOnce() -> String) -> Result<()> {
+        if !self.sync_check || self.capturing {
+            return Ok(());
+        }
+        // SAFETY: valid stream.
+        unsafe { drv::stream::synchronize(self.stream) }
+            .map_err(|e| Error::Device(format!("{} failed: {e:?} (LATENTMAS_CUDA_SYNC_CHECK)", what())))
     }
 
     fn function(&mut self, name: &'static str) -> Result<drv_sys::CUfunction> {
@@ -203,13 +283,16 @@ impl Drop for CudaDevice {
     }
 }
 
-fn alloc_zeroed(ctx: &Arc<CudaContext>, bytes: usize) -> Result<CudaBuf> {
-    // SAFETY: plain allocation and memset of the new range in the bound context.
+/// Allocates `bytes` and queues their zeroing on `stream`: everything later queued on that stream runs
+/// after the zeroing. (`cuMemsetD8` would run on the legacy default stream, which the device's
+/// non-blocking stream does not wait for, and is asynchronous to the host.)
+fn alloc_zeroed(ctx: &Arc<CudaContext>, stream: drv_sys::CUstream, bytes: usize) -> Result<CudaBuf> {
+    // SAFETY: plain allocation and a memset of the new range on a stream of the bound context.
     unsafe {
         let ptr = drv::malloc_sync(bytes)
             .map_err(|e| Error::Device(format!("cannot allocate {bytes} bytes on the GPU: {e:?}")))?;
         let buf = CudaBuf { ptr, ctx: ctx.clone() };
-        drv::memset_d8_sync(ptr, 0, bytes).map_err(driver("memset"))?;
+        drv::memset_d8_async(ptr, 0, bytes, stream).map_err(driver("memset"))?;
         Ok(buf)
     }
 }
@@ -224,10 +307,8 @@ impl Device for CudaDevice {
 
     fn alloc(&mut self, bytes: usize) -> Result<CudaBuf> {
         self.bind()?;
-        if self.capturing {
-            return Err(Error::Device("allocation while capturing a graph".into()));
-        }
-        alloc_zeroed(&self.ctx, bytes)
+        self.refuse_while_capturing("an allocation")?;
+        alloc_zeroed(&self.ctx, self.stream, bytes)
     }
 
     fn addr(buf: &CudaBuf) -> DevPtr {
@@ -236,6 +317,7 @@ impl Device for CudaDevice {
 
     unsafe fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<()> {
         self.bind()?;
+        self.refuse_while_capturing("a host-to-device copy")?;
         // SAFETY: the caller vouches for the destination range; pageable `src` is staged by the driver
         // before this returns, so the caller may reuse it.
         unsafe { drv::memcpy_htod_async(dst as drv_sys::CUdeviceptr, src, self.stream) }.map_err(driver("upload"))
@@ -243,6 +325,7 @@ impl Device for CudaDevice {
 
     unsafe fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
         self.bind()?;
+        self.refuse_while_capturing("a device-to-host copy")?;
         // SAFETY: the caller vouches for the source range; the sync makes `dst` complete before returning.
         unsafe {
             drv::memcpy_dtoh_async(dst, src as drv_sys::CUdeviceptr, self.stream).map_err(driver("download"))?;
@@ -252,12 +335,15 @@ impl Device for CudaDevice {
 
     unsafe fn copy(&mut self, dst: DevPtr, src: DevPtr, bytes: usize) -> Result<()> {
         self.bind()?;
+        self.check_capture()?;
         // SAFETY: forwarded from the caller.
-        unsafe { drv::memcpy_dtod_async(dst as _, src as _, bytes, self.stream) }.map_err(driver("copy"))
+        unsafe { drv::memcpy_dtod_async(dst as _, src as _, bytes, self.stream) }.map_err(driver("copy"))?;
+        self.checked(|| format!("device copy of {bytes} bytes {src:#x} -> {dst:#x}"))
     }
 
     unsafe fn launch<P: KernelOp + Send + 'static>(&mut self, p: &P) -> Result<()> {
         self.bind()?;
+        self.check_capture()?;
         let plan = p.plan()?;
         for l in &plan.launches {
             let f = self.function(l.kernel)?;
@@ -276,7 +362,11 @@ impl Device for CudaDevice {
                     &mut args,
                 )
             }
-            .map_err(|e| Error::Device(format!("launch of {}: {e:?}", l.kernel)))?;
+            .map_err(|e| Error::Device(format!("launch of {}: {e:?}", describe_launch(l, p))))?;
+            if self.sync_check && self.capturing {
+                self.captured.push(describe_launch(l, p));
+            }
+            self.checked(|| format!("kernel {}", describe_launch(l, p)))?;
         }
         Ok(())
     }
@@ -285,6 +375,7 @@ impl Device for CudaDevice {
         use cublas_sys::cudaDataType as Ty;
         use cublas_sys::{cublasComputeType_t as Compute, cublasGemmAlgo_t as Algo, cublasOperation_t as Op};
         self.bind()?;
+        self.check_capture()?;
         // Row-major out[n, rows] = x[n, cols] · W[rows, cols]ᵀ is, column-major, C(rows × n) =
         // op_T(W as cols × rows) · (x as cols × n): m = rows, n = n, k = cols, every leading dimension the
         // row length of its matrix.
@@ -315,7 +406,11 @@ impl Device for CudaDevice {
                 Algo::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| Error::Device(format!("cublasGemmEx {}×{}×{}: {e:?}", g.rows, g.n, g.cols)))
+        .map_err(|e| Error::Device(format!("cublasGemmEx {}×{}×{}: {e:?}", g.rows, g.n, g.cols)))?;
+        if self.sync_check && self.capturing {
+            self.captured.push(format!("cublasGemmEx {g:?}"));
+        }
+        self.checked(|| format!("cublasGemmEx {g:?}"))
     }
 
     fn begin_capture(&mut self) -> Result<()> {
@@ -326,14 +421,31 @@ impl Device for CudaDevice {
         }
         .map_err(driver("begin capture"))?;
         self.capturing = true;
+        self.capture_violation = None;
+        self.captured.clear();
         Ok(())
     }
 
     fn end_capture(&mut self) -> Result<CudaGraph> {
         self.bind()?;
+        if !self.capturing {
+            return Err(Error::Device("end_capture without begin_capture".into()));
+        }
         self.capturing = false;
-        // SAFETY: the stream is capturing (begin_capture succeeded).
-        let graph = unsafe { drv::stream::end_capture(self.stream) }.map_err(driver("end capture"))?;
+        let launches = std::mem::take(&mut self.captured);
+        // SAFETY: the stream is capturing (begin_capture succeeded); ending it is needed in every case to
+        // leave capture mode.
+        let ended = unsafe { drv::stream::end_capture(self.stream) };
+        if let Some(why) = self.capture_violation.take() {
+            if let Ok(graph) = ended {
+                if !graph.is_null() {
+                    // SAFETY: destroyed once, never instantiated.
+                    let _ = unsafe { drv::graph::destroy(graph) };
+                }
+            }
+            return Err(Error::Device(format!("graph capture invalidated by {why} while recording")));
+        }
+        let graph = ended.map_err(driver("end capture"))?;
         // SAFETY: `graph` is a complete captured graph.
         let exec = match unsafe { drv::graph::instantiate(graph, drv_sys::CUgraphInstantiate_flags(0)) } {
             Ok(e) => e,
@@ -343,19 +455,29 @@ impl Device for CudaDevice {
                 return Err(driver("graph instantiate")(e));
             }
         };
-        Ok(CudaGraph { exec, graph, ctx: self.ctx.clone() })
+        Ok(CudaGraph { exec, graph, ctx: self.ctx.clone(), launches })
+    }
+
+    fn capturing(&self) -> bool {
+        self.capturing
     }
 
     fn synchronize(&mut self) -> Result<()> {
         self.bind()?;
+        self.refuse_while_capturing("a synchronisation")?;
         // SAFETY: valid stream.
         unsafe { drv::stream::synchronize(self.stream) }.map_err(driver("synchronize"))
     }
 
     fn replay(&mut self, g: &CudaGraph) -> Result<()> {
         self.bind()?;
+        self.refuse_while_capturing("a graph replay")?;
         // SAFETY: an instantiated graph of this context; `backend::gpu` replays only graphs whose buffers
         // are all still allocated at the captured addresses.
-        unsafe { drv::graph::launch(g.exec, self.stream) }.map_err(driver("graph launch"))
+        unsafe { drv::graph::launch(g.exec, self.stream) }.map_err(driver("graph launch"))?;
+        self.checked(|| match g.launches.len() {
+            0 => "replay of a graph (captured with the check off: its launches were not recorded)".into(),
+            n => format!("replay of a graph of {n} launches [{}]", g.launches.join("; ")),
+        })
     }
 }

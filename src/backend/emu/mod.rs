@@ -5,15 +5,24 @@
 //! - a kernel op runs its real `kernels/<op>.cu` through the host emulator ([`emu::emulate`]);
 //! - a GEMM is a CPU GEMM with bf16 inputs, f32 accumulation and bf16 (or f32) output, in place of cuBLAS;
 //! - a graph is the list of queued operations recorded between `begin_capture` and `end_capture` (nothing
-//!   runs while recording, as on a GPU), replayed with the params and addresses it was recorded with; host
-//!   copies while recording are refused, as CUDA refuses them.
+//!   runs while recording, as on a GPU), replayed with the params and addresses it was recorded with;
+//! - CUDA's capture rules hold while recording: allocating, freeing a buffer, host copies, synchronising
+//!   and replaying are refused, and the refusal invalidates the capture (every later queued operation
+//!   fails and `end_capture` returns the first violation instead of a graph), as CUDA invalidates a
+//!   stream capture on such a call;
+//! - a failing launch names its kernel, grid, block, dynamic shared memory and params (every launch runs
+//!   to completion inside the call, so a fault is always attributed; see `LATENTMAS_CUDA_SYNC_CHECK` for
+//!   the cuda device).
 //!
 //! Operations: [`HostDevice::new`], [`new_emu_model`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::backend::gpu::{Device, Gemm, GpuModel};
+use crate::backend::gpu::{describe_launch, Device, Gemm, GpuModel};
 use crate::error::{Error, Result};
 use crate::kernels::{emu, DevPtr, KernelOp};
 use crate::model::qwen3::Qwen3;
@@ -31,8 +40,39 @@ pub fn new_emu_model(model: &Qwen3, n_slots: usize) -> Result<EmuModel> {
 #[derive(Clone, Copy)]
 struct Block([u8; 256]);
 
+/// Whether a graph is being recorded, and the first call that broke the capture rules meanwhile; shared
+/// with the buffers, because freeing one (dropping it) while recording also breaks them.
+#[derive(Default)]
+struct CaptureState {
+    recording: AtomicBool,
+    violation: Mutex<Option<String>>,
+}
+
+impl CaptureState {
+    fn invalidate(&self, what: &str) {
+        let mut v = self.violation.lock().unwrap_or_else(|e| e.into_inner());
+        v.get_or_insert_with(|| what.to_string());
+    }
+    fn violation(&self) -> Option<String> {
+        self.violation.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// A zeroed host allocation standing in for device memory.
-pub struct HostBuf(Vec<Block>);
+pub struct HostBuf {
+    blocks: Vec<Block>,
+    capture: Arc<CaptureState>,
+}
+
+impl Drop for HostBuf {
+    fn drop(&mut self) {
+        if self.capture.recording.load(Ordering::Relaxed) {
+            // cuMemFree inside a capture fails and invalidates it; a drop cannot fail, so only the capture
+            // is invalidated (the memory is still released)
+            self.capture.invalidate("a buffer freed");
+        }
+    }
+}
 
 /// One queued operation of a recorded graph.
 enum Cmd {
@@ -50,6 +90,7 @@ pub struct HostDevice {
     /// Emulator options of every launch (fibers by default).
     pub opts: emu::Options,
     recording: Option<Vec<Cmd>>,
+    capture: Arc<CaptureState>,
 }
 
 impl HostDevice {
@@ -57,11 +98,27 @@ impl HostDevice {
         Self::default()
     }
 
+    /// Refuses `what` while recording, invalidating the capture (CUDA refuses allocation, free,
+    /// synchronous copies and synchronisation inside a stream capture and invalidates it).
     fn refuse_while_recording(&self, what: &str) -> Result<()> {
         if self.recording.is_some() {
-            return Err(Error::Device(format!("{what} while capturing a graph (CUDA refuses it too)")));
+            self.capture.invalidate(what);
+            return Err(Error::Device(format!(
+                "{what} while capturing a graph (CUDA refuses it and invalidates the capture)"
+            )));
         }
         Ok(())
+    }
+
+    /// Fails once the capture being recorded was invalidated (CUDA then fails every captured call with
+    /// CUDA_ERROR_STREAM_CAPTURE_INVALIDATED).
+    fn check_capture(&self) -> Result<()> {
+        match self.capture.violation() {
+            Some(why) if self.recording.is_some() => {
+                Err(Error::Device(format!("graph capture invalidated earlier by {why} while recording")))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// # Safety
@@ -84,6 +141,7 @@ impl HostDevice {
     /// # Safety
     /// As [`HostDevice::run`].
     unsafe fn queue(&mut self, cmd: Cmd) -> Result<()> {
+        self.check_capture()?;
         match self.recording.as_mut() {
             Some(rec) => {
                 rec.push(cmd);
@@ -93,6 +151,25 @@ impl HostDevice {
             None => unsafe { self.run(&cmd) },
         }
     }
+}
+
+/// Emulates `p`; a failure names the failing launch's kernel, grid, block, shared memory and params.
+///
+/// # Safety
+/// As [`emu::emulate`].
+unsafe fn emulate_attributed<P: KernelOp>(p: &P, opts: emu::Options) -> Result<()> {
+    // SAFETY: forwarded from the caller.
+    unsafe { emu::emulate(p, opts) }.map_err(|e| {
+        let plan = p.plan().ok();
+        let launch = plan.as_ref().and_then(|plan| {
+            // the emulator's message starts with the kernel it was running
+            plan.launches.iter().find(|l| e.message.starts_with(l.kernel)).or(plan.launches.first())
+        });
+        match launch {
+            Some(l) => Error::Device(format!("kernel emulation: {}: {e}", describe_launch(l, p))),
+            None => Error::from(e),
+        }
+    })
 }
 
 /// `out[t, j] = Σ_k x[t, k] · w[j, k]` in f32 from bf16 inputs (the cuBLAS GemmEx stand-in).
@@ -146,15 +223,16 @@ impl Device for HostDevice {
     }
 
     fn alloc(&mut self, bytes: usize) -> Result<HostBuf> {
+        self.refuse_while_recording("an allocation")?;
         let n = bytes.div_ceil(256).max(1);
         let mut v = Vec::new();
         v.try_reserve_exact(n).map_err(|_| Error::Device(format!("emu: cannot allocate {bytes} bytes")))?;
         v.resize(n, Block([0; 256]));
-        Ok(HostBuf(v))
+        Ok(HostBuf { blocks: v, capture: self.capture.clone() })
     }
 
     fn addr(buf: &HostBuf) -> DevPtr {
-        buf.0.as_ptr() as DevPtr
+        buf.blocks.as_ptr() as DevPtr
     }
 
     unsafe fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<()> {
@@ -179,14 +257,15 @@ impl Device for HostDevice {
     unsafe fn launch<P: KernelOp + Send + 'static>(&mut self, p: &P) -> Result<()> {
         // validate now, as a GPU launch fails at the launch call, not at replay
         p.plan()?;
+        self.check_capture()?;
         let Some(rec) = self.recording.as_mut() else {
             // SAFETY: the caller vouches for every pointer in `p`.
-            return unsafe { emu::emulate(p, self.opts) }.map_err(Error::from);
+            return unsafe { emulate_attributed(p, self.opts) };
         };
         let p = *p;
         // SAFETY: the caller vouches for every pointer in `p` until the replay, which the graph rules of
         // `backend::gpu` guarantee by dropping graphs whose buffers moved.
-        let run = move |opts| unsafe { emu::emulate(&p, opts) }.map_err(Error::from);
+        let run = move |opts| unsafe { emulate_attributed(&p, opts) };
         rec.push(Cmd::Launch(Box::new(run)));
         Ok(())
     }
@@ -200,21 +279,33 @@ impl Device for HostDevice {
         if self.recording.is_some() {
             return Err(Error::Device("begin_capture while already capturing".into()));
         }
+        *self.capture.violation.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.recording = Some(Vec::new());
+        self.capture.recording.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     fn end_capture(&mut self) -> Result<HostGraph> {
-        self.recording.take().map(HostGraph).ok_or_else(|| Error::Device("end_capture without begin_capture".into()))
+        let rec = self.recording.take().ok_or_else(|| Error::Device("end_capture without begin_capture".into()))?;
+        self.capture.recording.store(false, Ordering::Relaxed);
+        match self.capture.violation.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // CUDA's cuStreamEndCapture returns no graph for an invalidated capture
+            Some(why) => Err(Error::Device(format!("graph capture invalidated by {why} while recording"))),
+            None => Ok(HostGraph(rec)),
+        }
+    }
+
+    fn capturing(&self) -> bool {
+        self.recording.is_some()
     }
 
     fn synchronize(&mut self) -> Result<()> {
         // everything ran when it was queued
-        self.refuse_while_recording("synchronize")
+        self.refuse_while_recording("a synchronisation")
     }
 
     fn replay(&mut self, graph: &HostGraph) -> Result<()> {
-        self.refuse_while_recording("replaying a graph")?;
+        self.refuse_while_recording("a graph replay")?;
         for cmd in &graph.0 {
             // SAFETY: every recorded command was valid when queued, and `backend::gpu` replays a graph only
             // while none of the buffers it references has moved or been freed.

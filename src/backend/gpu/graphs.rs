@@ -12,6 +12,11 @@
 //! - buffer addresses: buffers are grow-only, and any reallocation bumps `GpuOps::moved`; a graph captured
 //!   at another `moved` is dropped and the step runs eagerly (which sizes every buffer) before the next
 //!   capture. A shape is therefore captured the second time it is seen, never inside its first run.
+//! - nothing is allocated or freed inside a capture (CUDA refuses both there): right before recording, the
+//!   step's forward runs once as a sizing pass (every buffer fitted, nothing launched), so the recording
+//!   finds every buffer large enough. Should a buffer still need to grow while recording, `Grow::fit`
+//!   refuses without touching it, the capture is abandoned, and the step runs eagerly (logged with the
+//!   reason, counted in `GraphStats::abandoned`).
 //!
 //! [`ForwardOps::begin`]: crate::backend::ForwardOps::begin
 
@@ -45,6 +50,8 @@ pub struct GraphStats {
     pub replays: u64,
     /// Steps that could have used a graph but ran op by op (first sight of a shape, or after a move).
     pub eager: u64,
+    /// Captures given up because a buffer would have had to grow while recording (the step ran eagerly).
+    pub abandoned: u64,
 }
 
 struct Entry<G> {
@@ -127,22 +134,37 @@ impl<G> GraphCache<G> {
             self.graphs.remove(&key);
         }
         if self.seen.get(&key) == Some(&moved) {
+            // Size every buffer first, outside the capture: growing inside it would free and allocate.
+            ops.sizing = true;
+            let sized = forward_ops(cfg, ops, acts, layout, steps, logits, None);
+            ops.sizing = false;
+            sized?;
+            let moved = ops.moved;
+            ops.capture_refused = None;
             ops.dev.begin_capture()?;
             let recorded = forward_ops(cfg, ops, acts, layout, steps, logits, None);
             let graph = ops.dev.end_capture();
-            recorded?;
-            let graph = graph?;
-            if ops.moved == moved {
-                ops.dev.replay(&graph)?;
-                self.stats.captures += 1;
-                self.stats.replays += 1;
-                if self.graphs.len() >= MAX_GRAPHS {
-                    self.graphs.clear();
+            match ops.capture_refused.take() {
+                Some(why) => {
+                    // nothing ran and nothing moved: drop the partial graph and run the step eagerly below
+                    drop(graph);
+                    tracing::warn!("graph capture of {key:?} abandoned, the step runs eagerly: {why}");
+                    self.stats.abandoned += 1;
                 }
-                self.graphs.insert(key, Entry { graph, moved });
-                return Ok(());
+                None => {
+                    recorded?;
+                    let graph = graph?;
+                    debug_assert_eq!(ops.moved, moved, "a buffer moved while capturing");
+                    ops.dev.replay(&graph)?;
+                    self.stats.captures += 1;
+                    self.stats.replays += 1;
+                    if self.graphs.len() >= MAX_GRAPHS {
+                        self.graphs.clear();
+                    }
+                    self.graphs.insert(key, Entry { graph, moved });
+                    return Ok(());
+                }
             }
-            // a buffer moved while recording (nothing ran): the graph is unusable, run eagerly below
         }
         forward_ops(cfg, ops, acts, layout, steps, logits, None)?;
         self.stats.eager += 1;

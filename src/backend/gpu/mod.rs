@@ -19,7 +19,33 @@ pub use graphs::GraphStats;
 pub use model::GpuModel;
 
 use crate::error::{Error, Result};
-use crate::kernels::{DevPtr, KernelOp};
+use crate::kernels::{DevPtr, KernelOp, Launch};
+
+/// The environment switch that makes a device synchronise and check after every launch (and GEMM, copy
+/// and graph replay), so that a fault is reported by the launch that caused it, naming the kernel, its
+/// grid, block, dynamic shared memory and params. Off unless set to something other than `0`, `false`,
+/// `no`, `off` or nothing. Slow (one host round trip per launch): for finding a fault, not for serving.
+pub const SYNC_CHECK_ENV: &str = "LATENTMAS_CUDA_SYNC_CHECK";
+
+/// Whether [`SYNC_CHECK_ENV`] is on in this process's environment.
+pub fn sync_check_from_env() -> bool {
+    switch_on(std::env::var(SYNC_CHECK_ENV).ok().as_deref())
+}
+
+/// The reading of an on/off environment switch: unset, empty, `0`, `false`, `no`, `off` (any case) are off.
+pub fn switch_on(value: Option<&str>) -> bool {
+    let v = value.unwrap_or("").trim().to_ascii_lowercase();
+    !matches!(v.as_str(), "" | "0" | "false" | "no" | "off")
+}
+
+/// One planned launch and its params, as fault messages name them: `kernel (grid [x, y, z], block
+/// [x, y, z], N B dynamic shared memory, params Struct { field: value, .. })`.
+pub fn describe_launch<P: std::fmt::Debug>(l: &Launch, p: &P) -> String {
+    format!(
+        "{} (grid {:?}, block {:?}, {} B dynamic shared memory, params {:?})",
+        l.kernel, l.grid, l.block, l.shared_bytes, p
+    )
+}
 
 /// `out[n, rows] = x[n, cols] · w[rows, cols]ᵀ`: bf16 row-major inputs (`w` in PyTorch's `[out, in]`
 /// layout), f32 accumulation, bf16 output (f32 when `out_f32`), all row-major and dense.
@@ -80,8 +106,14 @@ pub trait Device {
     unsafe fn gemm(&mut self, g: &Gemm) -> Result<()>;
     /// From now on queued work is recorded into a graph instead of run.
     fn begin_capture(&mut self) -> Result<()>;
-    /// Ends the recording started by `begin_capture`.
+    /// Ends the recording started by `begin_capture`. Fails (and returns no graph) when a call made while
+    /// recording broke CUDA's capture rules: such a call fails itself and invalidates the capture, as
+    /// CUDA invalidates it.
     fn end_capture(&mut self) -> Result<Self::Graph>;
+    /// True between `begin_capture` and `end_capture`. While capturing, `alloc`, freeing a buffer,
+    /// `upload`, `download`, `synchronize` and `replay` are refused (CUDA refuses allocation, free,
+    /// synchronous copies and synchronisation inside a stream capture).
+    fn capturing(&self) -> bool;
     /// Queues one replay of `graph` (every op with the pointers and params it was captured with).
     fn replay(&mut self, graph: &Self::Graph) -> Result<()>;
     /// Waits until everything queued has run (benchmarks).
@@ -154,13 +186,34 @@ impl<B> Default for Grow<B> {
 }
 
 impl<B> Grow<B> {
+    /// True when `fit(len, elem)` would have to reallocate.
+    pub fn would_grow(&self, len: usize, elem: usize) -> bool {
+        let need = len.saturating_mul(elem).max(1);
+        !self.buf.as_ref().is_some_and(|b| b.bytes() >= need)
+    }
+
     /// Makes room for `len` elements of `elem` bytes; returns true when the buffer moved.
+    ///
+    /// While `dev` is capturing a graph, growing is refused (the buffer and its length are left as they
+    /// were): it would free and allocate, which CUDA refuses inside a capture. Graph capture sizes every
+    /// buffer before it starts (`graphs.rs`).
     pub fn fit<D: Device<Buf = B>>(&mut self, dev: &mut D, len: usize, elem: usize) -> Result<bool> {
-        self.len = len;
-        let need = (len * elem).max(1);
-        if self.buf.as_ref().is_some_and(|b| b.bytes() >= need) {
+        if !self.would_grow(len, elem) {
+            self.len = len;
             return Ok(false);
         }
+        let need = len
+            .checked_mul(elem)
+            .ok_or_else(|| Error::Device(format!("device buffer of {len} × {elem} bytes overflows")))?
+            .max(1);
+        if dev.capturing() {
+            return Err(Error::Device(format!(
+                "a device buffer of {} bytes would have to grow to {need} bytes while capturing a graph \
+                 (CUDA refuses allocation and free inside a capture)",
+                self.buf.as_ref().map_or(0, |b| b.bytes())
+            )));
+        }
+        self.len = len;
         // grow by half again, so a slowly growing length (decode workspace) reallocates rarely
         let bytes = need.max(self.buf.as_ref().map_or(0, |b| b.bytes() + b.bytes() / 2));
         self.buf = None; // free first: the old contents are never needed

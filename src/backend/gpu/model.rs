@@ -117,6 +117,11 @@ pub struct GpuOps<D: Device> {
     /// Bumped whenever a buffer that a captured graph may reference moves (graphs older than this are
     /// stale).
     pub(super) moved: u64,
+    /// While true, the forward only sizes its buffers: launches, GEMMs and device copies are skipped
+    /// (graph capture runs such a pass first, so that nothing grows inside the capture).
+    pub(super) sizing: bool,
+    /// Why a buffer could not grow while a graph was being captured (the capture is then abandoned).
+    pub(super) capture_refused: Option<String>,
 }
 
 /// Takes a `Grow` out of `self` for the duration of `f` (so `f` can borrow `self` mutably).
@@ -157,18 +162,47 @@ impl<D: Device> GpuOps<D> {
     fn eps(&self) -> f32 {
         self.cfg.rms_norm_eps as f32
     }
-    /// Sizes `g` for `len` elements of `elem` bytes, noting a move.
+    /// Sizes `g` for `len` elements of `elem` bytes, noting a move (or, while capturing, why it could not
+    /// grow).
     fn fit(&mut self, g: &mut Grow<D::Buf>, len: usize, elem: usize) -> Result<DevPtr> {
-        if g.fit(&mut self.dev, len, elem)? {
-            self.moved += 1;
+        match g.fit(&mut self.dev, len, elem) {
+            Ok(true) => self.moved += 1,
+            Ok(false) => {}
+            Err(e) => {
+                if self.dev.capturing() && self.capture_refused.is_none() {
+                    self.capture_refused = Some(e.to_string());
+                }
+                return Err(e);
+            }
         }
         g.addr()
     }
     fn launch<P: KernelOp + Send + 'static>(&mut self, p: &P) -> Result<()> {
+        if self.sizing {
+            return Ok(());
+        }
         // SAFETY: every caller fills `p` with addresses of this model's live buffers, each sized (by `fit`
         // or at allocation) for the op's full extent at these params; buffers are only freed by a later
         // `fit`, which never runs while queued work could still use the old buffer on the single stream.
         unsafe { self.dev.launch(p) }
+    }
+    /// # Safety
+    /// As [`Device::gemm`].
+    unsafe fn gemm(&mut self, g: &Gemm) -> Result<()> {
+        if self.sizing {
+            return Ok(());
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.dev.gemm(g) }
+    }
+    /// # Safety
+    /// As [`Device::copy`].
+    unsafe fn copy(&mut self, dst: DevPtr, src: DevPtr, bytes: usize) -> Result<()> {
+        if self.sizing {
+            return Ok(());
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.dev.copy(dst, src, bytes) }
     }
 
     /// [`GpuModel::sample`].
@@ -269,7 +303,7 @@ impl<D: Device> ForwardOps for GpuOps<D> {
             // the vector rows (and zeros elsewhere; the id rows are written next)
             let src = self.vectors.addr()?;
             // SAFETY: both buffers hold n_tokens × D bf16 (sized above and by `begin`).
-            unsafe { self.dev.copy(out, src, layout.n_tokens * d * 2)? };
+            unsafe { self.copy(out, src, layout.n_tokens * d * 2)? };
         }
         if self.ids.len > 0 {
             let p = EmbedParams {
@@ -337,7 +371,7 @@ impl<D: Device> ForwardOps for GpuOps<D> {
         let out = self.fit(out, rows * m_rows, 2)?;
         let g = Gemm { x: x.addr()?, w: m_addr, out, n: rows, rows: m_rows, cols: m_cols, out_f32: false };
         // SAFETY: x holds rows × cols, the matrix rows × cols, out was sized rows × m_rows above.
-        unsafe { self.dev.gemm(&g) }
+        unsafe { self.gemm(&g) }
     }
 
     fn qk_norm_rope_kv(&mut self, layer: usize, qkv: &mut Self::Act, layout: &CallLayout) -> Result<()> {
@@ -434,7 +468,7 @@ impl<D: Device> ForwardOps for GpuOps<D> {
         let out = with_table!(self.logits, |g| self.fit(&mut g, rows * vocab, 4))?;
         let g = Gemm { x: hidden.addr()?, w, out, n: rows, rows: vocab, cols, out_f32: true };
         // SAFETY: hidden holds rows × D, the head vocab × D, the logits buffer rows × vocab f32.
-        unsafe { self.dev.gemm(&g) }
+        unsafe { self.gemm(&g) }
     }
 
     fn read_logits(&mut self, rows: usize, out: &mut Vec<f32>) -> Result<()> {
@@ -518,6 +552,8 @@ impl<D: Device> GpuModel<D> {
             picked: Grow::default(),
             latent: None,
             moved: 0,
+            sizing: false,
+            capture_refused: None,
             cfg,
             dev,
         };
