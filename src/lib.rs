@@ -9,7 +9,9 @@
 //! - [`latent`]: the alignment matrix W_a and the latent step's input vector.
 //! - [`mas`]: prompts, agents, topologies, baselines, reports.
 //! - [`eval`]: datasets, answer extraction, scoring.
+//! - [`alloc_guard`]: the allocator, which bounds the memory of a chat template's render.
 
+pub mod alloc_guard;
 pub mod backend;
 pub mod bench;
 pub mod engine;
