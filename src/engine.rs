@@ -39,6 +39,9 @@ pub struct Engine {
     /// `argmax` / `sample` kernels, the same rule and random stream as the host sampler) and downloads only
     /// the ids instead of every row's logits. Default true; false samples on the host (tests compare both).
     pub device_sampling: bool,
+    /// Positions a row may reach: the config's `max_position_embeddings` unless overridden
+    /// ([`Engine::set_max_context`]). Every forward call is refused past it.
+    pub max_context: usize,
 }
 
 /// Which device an engine runs its forward passes on.
@@ -145,6 +148,7 @@ impl Engine {
                 (kv, Device::Cuda(Box::new(m)))
             }
         };
+        let model_context = model.config.max_position_embeddings;
         if std::env::var("LATENTMAS_CUDA_GRAPHS").is_ok_and(|v| v == "0") {
             // profiling: every op launched on its own (Nsight Compute per-kernel attribution)
             device.set_graphs(false);
@@ -159,7 +163,17 @@ impl Engine {
             prefill_precision: Precision::Bf16Activations,
             decode_precision: Precision::Exact,
             device_sampling: true,
+            max_context: model_context,
         })
+    }
+
+    /// Overrides the context length taken from the config (for a model whose config understates it).
+    pub fn set_max_context(&mut self, positions: usize) -> Result<()> {
+        if positions == 0 {
+            return Err(Error::InvalidArgument("--max-context must be at least 1".into()));
+        }
+        self.max_context = positions;
+        Ok(())
     }
 
     /// One forward call on the engine's device; outputs land in `ws.hidden` and `ws.logits`.
@@ -181,6 +195,21 @@ impl Engine {
         precision: Precision,
         head_precision: Precision,
     ) -> Result<()> {
+        let d = self.model.config.hidden_size;
+        for s in steps.iter() {
+            let n = match s.input {
+                Input::Tokens(t) => t.len(),
+                Input::Embeddings(e) => e.len() / d.max(1),
+            };
+            let end = s.row.pos_base.saturating_add(s.row.len).saturating_add(n);
+            if end > self.max_context {
+                return Err(Error::InvalidArgument(format!(
+                    "a row would reach position {end} but the model's context length is {} \
+                     (max_position_embeddings; --max-context overrides it)",
+                    self.max_context
+                )));
+            }
+        }
         let ws = &mut self.ws;
         on_device!(&mut self.device,
             cpu => self.model.forward_split(&mut self.kv, ws, steps, logits, precision, head_precision),
@@ -220,7 +249,30 @@ impl Engine {
         let _range = nvtx::range("prefill");
         // The projections at the prefill precision; the lm_head (one row per prompt) exact.
         let precision = self.prefill_precision;
-        self.forward_split(&mut steps, logits, precision, Precision::Exact)
+        self.forward_split(&mut steps, logits, precision, Precision::Exact)?;
+        self.check_finite(logits, || "prefill".into())
+    }
+
+    /// Refuses a NaN or Inf in the last call's hidden states (and logits, when asked for and downloaded),
+    /// naming the phase: a non-finite value would otherwise decode as garbage text with a success status.
+    /// One pass over `[rows, D]` (and `[rows, vocab]`), small next to the matmuls that made them.
+    fn check_finite(&self, logits: bool, phase: impl FnOnce() -> String) -> Result<()> {
+        let d = self.model.config.hidden_size;
+        let bad_row = |v: &[f32], width: usize| v.chunks(width.max(1)).position(|r| r.iter().any(|x| !x.is_finite()));
+        let (what, row) = match bad_row(&self.ws.hidden, d) {
+            Some(r) => ("hidden state", r),
+            None if logits => match bad_row(&self.ws.logits, self.model.config.vocab_size) {
+                Some(r) => ("logits", r),
+                None => return Ok(()),
+            },
+            None => return Ok(()),
+        };
+        Err(Error::NonFinite(format!(
+            "{} produced NaN or Inf in the {what} of row {}; the checkpoint's weights (or its config's values) \
+             overflow",
+            phase(),
+            row + 1
+        )))
     }
 
     /// Runs `m` latent steps on every row, starting from the hidden states in `ws.hidden` (one per row, as
@@ -241,7 +293,7 @@ impl Engine {
         if m > 0 {
             on_device!(&mut self.device, cpu => {}, dev => dev.set_alignment(align)?);
         }
-        for _ in 0..m {
+        for step in 0..m {
             let ws = &self.ws;
             on_device!(&mut self.device,
                 cpu => {
@@ -261,6 +313,7 @@ impl Engine {
                 .map(|(row, e)| RowStep { row, input: Input::Embeddings(e), select: Select::Last })
                 .collect();
             self.forward(&mut steps, false)?;
+            self.check_finite(false, || format!("latent step {} of {m}", step + 1))?;
         }
         Ok(())
     }
@@ -345,6 +398,9 @@ impl Engine {
             if !picked_on_device {
                 self.forward_with(&mut steps, true, precision)?;
             }
+            // on the device path only the hidden states came back (the logits stayed there)
+            let generated = out[active[0]].ids.len();
+            self.check_finite(!picked_on_device, || format!("decode step {generated}"))?;
             spare_steps = recycle(steps);
             for &r in &active {
                 out[r].cached += 1;

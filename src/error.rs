@@ -36,6 +36,9 @@ pub enum Error {
     Dataset(String),
     #[error("device: {0}")]
     Device(String),
+    /// A NaN or Inf came out of a forward phase (bad weights, an overflowing activation).
+    #[error("non-finite numbers: {0}")]
+    NonFinite(String),
     #[error("{0}")]
     Other(String),
 }

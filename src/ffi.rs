@@ -556,7 +556,8 @@ pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut
 /// Opens the engine, naming the C field in a too-small-budget error.
 fn open_engine(dir: &Path, budget: KvBudget, kind: DeviceKind) -> crate::Result<Engine> {
     Engine::open_on(dir, budget, kind).map_err(|e| match e {
-        Error::KvCapacity(m) => Error::KvCapacity(format!("params.kv_budget_bytes: {m}")),
+        // the library's message names the CLI flag; the C caller set a field
+        Error::KvCapacity(m) => Error::KvCapacity(format!("params.kv_budget_bytes: {}", m.replace("--kv-budget ", ""))),
         e => e,
     })
 }

@@ -17,13 +17,35 @@ pub enum KvBudget {
     Bytes(u64),
 }
 
+/// The byte units `--kv-budget` accepts, for its error message.
+const UNITS: &str = "tok, B, KB, MB, GB, TB, KiB, MiB, GiB, TiB";
+
+/// Slots and bytes above these are refused as they are parsed (2^40 slots; 2^60 bytes): no machine holds
+/// them, and every product later made from them then stays far from `u64`/`usize` overflow.
+pub const MAX_TOKENS: usize = 1 << 40;
+const MAX_BYTES: f64 = (1u64 << 60) as f64;
+
+impl std::fmt::Display for KvBudget {
+    /// As the user writes it: `8192tok` or a byte count.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvBudget::Tokens(t) => write!(f, "{t}tok"),
+            KvBudget::Bytes(b) => write!(f, "{b} bytes"),
+        }
+    }
+}
+
 impl std::str::FromStr for KvBudget {
     type Err = Error;
-    /// `4096tok` / `4096tokens` → tokens; `512MiB`, `2GB`, `1048576` (plain = bytes) → bytes.
+    /// `4096tok` / `4096tokens` → tokens; `512MiB`, `2GB`, `1TiB`, `1048576` (plain = bytes) → bytes.
     fn from_str(s: &str) -> Result<Self> {
         let t = s.trim();
-        let bad =
-            || Error::InvalidArgument(format!("--kv-budget {s:?}: expected e.g. 8192tok, 512MiB, 2GB or a byte count"));
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "--kv-budget {s:?}: expected auto, a token count (8192tok) or a size in bytes (512MiB, 2GB, a plain \
+                 number); units: {UNITS}"
+            ))
+        };
         let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let value: f64 = num.parse().map_err(|_| bad())?;
@@ -31,6 +53,11 @@ impl std::str::FromStr for KvBudget {
             "tok" | "tokens" | "t" => {
                 if value.fract() != 0.0 || value < 1.0 {
                     return Err(bad());
+                }
+                if value > MAX_TOKENS as f64 {
+                    return Err(Error::InvalidArgument(format!(
+                        "--kv-budget {s:?}: more than {MAX_TOKENS} tokens is not a buffer any machine can hold"
+                    )));
                 }
                 return Ok(KvBudget::Tokens(value as usize));
             }
@@ -41,9 +68,17 @@ impl std::str::FromStr for KvBudget {
             "kib" => 1024.0,
             "mib" => 1024.0 * 1024.0,
             "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tb" => 1e12,
+            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
             _ => return Err(bad()),
         };
-        Ok(KvBudget::Bytes((value * mult) as u64))
+        let bytes = value * mult;
+        if bytes > MAX_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "--kv-budget {s:?}: more than 2^60 bytes is not a buffer any machine can hold"
+            )));
+        }
+        Ok(KvBudget::Bytes(bytes as u64))
     }
 }
 
@@ -61,7 +96,7 @@ pub struct KvRow {
 impl KvRow {
     /// Fails (before any work) when `n` more tokens do not fit.
     pub fn check_append(&self, n: usize) -> Result<()> {
-        if self.len + n > self.capacity {
+        if self.len.checked_add(n).is_none_or(|end| end > self.capacity) {
             return Err(Error::KvCapacity(format!(
                 "row at slot {} is full: it holds {} of {} tokens and {} more were asked for; raise --kv-budget",
                 self.slot_base, self.len, self.capacity, n
@@ -73,10 +108,9 @@ impl KvRow {
     /// A sub-row starting `offset` slots into this one, whose tokens take positions `pos_base + offset + j`
     /// (the parallel topology lays experts out where they would sit in the chain).
     pub fn sub_row(&self, offset: usize, capacity: usize) -> Result<KvRow> {
-        if offset + capacity > self.capacity {
+        if offset.checked_add(capacity).is_none_or(|end| end > self.capacity) {
             return Err(Error::KvCapacity(format!(
-                "sub-row [{offset}, {}) exceeds its row's capacity {}",
-                offset + capacity,
+                "sub-row of {capacity} slots at offset {offset} exceeds its row's capacity {}",
                 self.capacity
             )));
         }
@@ -101,25 +135,44 @@ pub struct KvBuffer {
 impl KvBuffer {
     /// Bytes one token occupies across all layers, K and V.
     pub fn bytes_per_token(cfg: &Qwen3Config) -> u64 {
-        (cfg.num_hidden_layers * 2 * cfg.kv_width() * std::mem::size_of::<f32>()) as u64
+        Self::per_token_bytes(cfg, std::mem::size_of::<f32>())
     }
 
-    /// Allocates the buffer for `budget`. Fails when the budget holds no token at all.
-    pub fn new(cfg: &Qwen3Config, budget: KvBudget) -> Result<Self> {
-        let per_token = Self::bytes_per_token(cfg);
+    /// Bytes one token takes with `elem_bytes` per element (the config's sizes are bounded, so no overflow).
+    fn per_token_bytes(cfg: &Qwen3Config, elem_bytes: usize) -> u64 {
+        cfg.num_hidden_layers as u64 * 2 * cfg.kv_width() as u64 * elem_bytes as u64
+    }
+
+    /// Slots `budget` holds at `per_token` bytes each; none, or more than can be addressed, is an error
+    /// naming the budget as the user wrote it.
+    fn slots_for(budget: KvBudget, per_token: u64) -> Result<usize> {
         let slots = match budget {
-            KvBudget::Tokens(t) => t,
-            KvBudget::Bytes(b) => (b / per_token) as usize,
+            KvBudget::Tokens(t) => t as u64,
+            KvBudget::Bytes(b) => b / per_token.max(1),
         };
         if slots == 0 {
             return Err(Error::KvCapacity(format!(
-                "--kv-budget {budget:?} holds no token (one token needs {per_token} bytes)"
+                "--kv-budget {budget} holds no token (one token needs {per_token} bytes)"
             )));
         }
-        let len = cfg.num_hidden_layers * 2 * slots * cfg.kv_width();
+        if slots > MAX_TOKENS as u64 || slots.checked_mul(per_token).is_none() {
+            return Err(Error::KvCapacity(format!(
+                "--kv-budget {budget} is {slots} tokens of {per_token} bytes: more than any machine can hold"
+            )));
+        }
+        Ok(slots as usize)
+    }
+
+    /// Allocates the buffer for `budget`. Fails when the budget holds no token at all, or cannot be had.
+    pub fn new(cfg: &Qwen3Config, budget: KvBudget) -> Result<Self> {
+        let per_token = Self::bytes_per_token(cfg);
+        let slots = Self::slots_for(budget, per_token)?;
+        let bytes = slots as u64 * per_token;
+        let len = usize::try_from(bytes / 4)
+            .map_err(|_| Error::KvCapacity(format!("cannot address {bytes} bytes for {slots} KV slots")))?;
         let mut data = Vec::new();
         data.try_reserve_exact(len)
-            .map_err(|_| Error::KvCapacity(format!("cannot allocate {} bytes for {slots} KV slots", len * 4)))?;
+            .map_err(|_| Error::KvCapacity(format!("cannot allocate {bytes} bytes for {slots} KV slots")))?;
         // Attention walks a slot's rows at a stride of a whole slot: huge pages keep that off the TLB.
         crate::backend::cpu::mem::advise_huge_pages(&mut data);
         data.resize(len, 0.0);
@@ -137,16 +190,8 @@ impl KvBuffer {
     /// slots, rows and capacity checks, no storage. [`KvBuffer::layer`], [`KvBuffer::layer_mut`] and
     /// [`KvBuffer::splice`] must not be used on it (they panic / fail).
     pub fn bookkeeping(cfg: &Qwen3Config, budget: KvBudget, elem_bytes: usize) -> Result<Self> {
-        let per_token = (cfg.num_hidden_layers * 2 * cfg.kv_width() * elem_bytes) as u64;
-        let slots = match budget {
-            KvBudget::Tokens(t) => t,
-            KvBudget::Bytes(b) => (b / per_token) as usize,
-        };
-        if slots == 0 {
-            return Err(Error::KvCapacity(format!(
-                "--kv-budget {budget:?} holds no token (one token needs {per_token} bytes)"
-            )));
-        }
+        let per_token = Self::per_token_bytes(cfg, elem_bytes);
+        let slots = Self::slots_for(budget, per_token)?;
         Ok(KvBuffer {
             layers: cfg.num_hidden_layers,
             kv_width: cfg.kv_width(),
@@ -174,7 +219,7 @@ impl KvBuffer {
 
     /// Bytes that `tokens` filled slots occupy.
     pub fn bytes_for(&self, tokens: usize) -> u64 {
-        (tokens * self.layers * 2 * self.kv_width * self.elem_bytes) as u64
+        (tokens as u64).saturating_mul((self.layers * 2 * self.kv_width * self.elem_bytes) as u64)
     }
 
     /// Carves a new row of `capacity` slots, positions starting at 0.
@@ -224,11 +269,10 @@ impl KvBuffer {
                 "splice on a bookkeeping-only KV buffer (the device owns the K/V)".into(),
             ));
         }
-        if src + len > self.slots || dst + len > self.slots {
+        let inside = |start: usize| start.checked_add(len).is_some_and(|end| end <= self.slots);
+        if !inside(src) || !inside(dst) {
             return Err(Error::KvCapacity(format!(
-                "splice [{src}, {}) → [{dst}, {}) is outside the {} slots",
-                src + len,
-                dst + len,
+                "splice of {len} slots from {src} to {dst} is outside the {} slots",
                 self.slots
             )));
         }

@@ -96,6 +96,11 @@ impl Alignment {
         let mut rhs = vec![0f32; d * d];
         matmul(x, d, &w_in_t, &mut rhs);
         let w_a = ridge_solve(&gram, &rhs, d, RIDGE_LAMBDA)?;
+        if w_a.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(
+                "the alignment W_a came out with NaN or Inf (the embeddings hold non-finite values)".into(),
+            ));
+        }
         // Store transposed: row j of W_aᵀ = column j of W_a.
         let t: Vec<f32> = (0..d * d).map(|idx| w_a[(idx % d) * d + idx / d]).collect();
         Ok(Alignment {
@@ -114,7 +119,13 @@ impl Alignment {
         realign: bool,
     ) -> Result<(Self, Option<PathBuf>)> {
         if !realign {
-            return Ok((Self::identity(Self::target_norm(model, vocab)), None));
+            let norm = Self::target_norm(model, vocab);
+            if !norm.is_finite() {
+                return Err(Error::NonFinite(format!(
+                    "the mean input-embedding norm is {norm} (the embedding holds NaN or Inf)"
+                )));
+            }
+            return Ok((Self::identity(norm), None));
         }
         let key = embedding_key(model, vocab);
         let candidates = cache_paths(model_dir, &key);
@@ -241,6 +252,12 @@ fn read_cache(path: &Path, key: &str, d: usize) -> Result<Option<Alignment>> {
     };
     let w_a_t = get("w_a_t", d * d)?;
     let target_norm = get("target_norm", 1)?[0];
+    // A matching key says which model the cache is for, not that its numbers are sound (a crash or a bit
+    // flip may have damaged them): a NaN/Inf cache is refused and recomputed, never fed to the model.
+    if !(target_norm.is_finite() && target_norm > 0.0) || w_a_t.iter().any(|v| !v.is_finite()) {
+        tracing::warn!("{}: the alignment cache holds NaN or Inf; ignoring it and recomputing", path.display());
+        return Ok(None);
+    }
     Ok(Some(Alignment { realign: true, w_a_t: Some(WeightMatrix::f32(d, d, w_a_t)), target_norm }))
 }
 

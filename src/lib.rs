@@ -10,7 +10,9 @@
 //! - [`mas`]: prompts, agents, topologies, baselines, reports.
 //! - [`eval`]: datasets, answer extraction, scoring.
 //! - [`output`] + [`interrupt`]: files written whole or not at all, and cleanup on SIGINT/SIGTERM.
+//! - [`alloc_guard`]: the allocator, which bounds the memory of a chat template's render.
 
+pub mod alloc_guard;
 pub mod backend;
 pub mod bench;
 pub mod engine;

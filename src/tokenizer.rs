@@ -10,7 +10,19 @@ use std::path::Path;
 
 use minijinja::{context, Environment};
 
+use crate::alloc_guard::{run_bounded, Bounded};
 use crate::error::{Error, Result};
+
+/// Template instructions one render may execute. A chat template walks its messages a few times (Qwen3's
+/// takes a few thousand instructions on a two-message chat); a template that loops far beyond that is
+/// stopped with an error instead of hanging the load.
+const TEMPLATE_FUEL: u64 = 2_000_000;
+/// Bytes a render may write beyond its inputs' own size (and each input may appear a few times).
+const TEMPLATE_OUTPUT_BASE: usize = 16 << 20;
+const TEMPLATE_OUTPUT_PER_INPUT_BYTE: usize = 4;
+/// Live heap a render may hold (template, values, strings it builds, the output), beyond its inputs.
+const TEMPLATE_MEMORY_BASE: usize = 64 << 20;
+const TEMPLATE_MEMORY_PER_INPUT_BYTE: usize = 16;
 
 /// Ids of the tokens the engine treats specially, looked up by their text (not hard-coded), so tiny test
 /// tokenizers work the same way as Qwen3's.
@@ -100,21 +112,84 @@ impl Tokenizer {
     /// Renders `[{system}, {user}]` with the generation prompt. `enable_thinking: None` leaves the variable
     /// undefined (the template's default: thinking on), as the LatentMAS reference does.
     pub fn render_chat(&self, system: Option<&str>, user: &str, enable_thinking: Option<bool>) -> Result<String> {
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_template("chat", &self.chat_template).map_err(|e| Error::Template(e.to_string()))?;
-        let tmpl = env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
-        let mut messages = Vec::new();
-        if let Some(s) = system {
-            messages.push(context! { role => "system", content => s });
+        // The template is the model's, i.e. input: it renders on a thread whose memory is bounded (see
+        // alloc_guard), with bounded instructions (fuel) and bounded output.
+        let input_bytes = user.len() + system.map_or(0, str::len);
+        let memory = TEMPLATE_MEMORY_BASE.saturating_add(input_bytes.saturating_mul(TEMPLATE_MEMORY_PER_INPUT_BYTE));
+        let template = self.chat_template.clone();
+        let (system, user) = (system.map(str::to_string), user.to_string());
+        match run_bounded(memory, move || render(&template, system.as_deref(), &user, enable_thinking)) {
+            Bounded::Done(r) => r,
+            Bounded::Exceeded => Err(Error::Template(format!(
+                "rendering needed more than {memory} bytes of memory (its inputs are {input_bytes}); the \
+                 template's strings grow without bound"
+            ))),
+            Bounded::Panicked => Err(Error::Template("the template engine failed while rendering".into())),
+            Bounded::NoThread(e) => Err(Error::Template(format!("cannot start the rendering thread: {e}"))),
         }
-        messages.push(context! { role => "user", content => user });
-        let rendered = match enable_thinking {
-            Some(flag) => tmpl.render(context! { messages, add_generation_prompt => true, enable_thinking => flag }),
-            None => tmpl.render(context! { messages, add_generation_prompt => true }),
-        };
-        rendered.map_err(|e| Error::Template(e.to_string()))
+    }
+}
+
+/// Renders `[{system}, {user}]` with `template` (see [`Tokenizer::render_chat`]).
+fn render(template: &str, system: Option<&str>, user: &str, enable_thinking: Option<bool>) -> Result<String> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.add_template("chat", template).map_err(|e| Error::Template(e.to_string()))?;
+    let tmpl = env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(context! { role => "system", content => s });
+    }
+    messages.push(context! { role => "user", content => user });
+    let input_bytes = user.len() + system.map_or(0, str::len);
+    let limit = TEMPLATE_OUTPUT_BASE.saturating_add(input_bytes.saturating_mul(TEMPLATE_OUTPUT_PER_INPUT_BYTE));
+    let mut out = BoundedOutput { bytes: Vec::new(), limit, exceeded: false };
+    let rendered = match enable_thinking {
+        Some(flag) => tmpl.render_captured_to(
+            context! { messages, add_generation_prompt => true, enable_thinking => flag },
+            &mut out,
+        ),
+        None => tmpl.render_captured_to(context! { messages, add_generation_prompt => true }, &mut out),
+    }
+    .map(|_| ());
+    if out.exceeded {
+        return Err(Error::Template(format!(
+            "the rendered chat exceeds {limit} bytes (its inputs are {input_bytes}); the template expands \
+             without bound"
+        )));
+    }
+    rendered.map_err(|e| match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => Error::Template(format!(
+            "rendering ran past {TEMPLATE_FUEL} template instructions (a chat template needs a few \
+             thousand); the template loops without bound"
+        )),
+        _ => Error::Template(e.to_string()),
+    })?;
+    String::from_utf8(out.bytes).map_err(|e| Error::Template(format!("the rendered chat is not UTF-8: {e}")))
+}
+
+/// The render's sink: refuses to grow past `limit` bytes (a template writing without bound fails here, not
+/// by exhausting memory).
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+    exceeded: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.limit {
+            self.exceeded = true;
+            return Err(std::io::Error::other("template output limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

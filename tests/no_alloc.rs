@@ -1,55 +1,17 @@
 //! A decode step allocates nothing once warm: neither `Qwen3::forward` (workspace, attention scores,
-//! matmul buffers, the rayon fork-joins) nor `Engine::decode`'s loop. Counted with a global allocator.
+//! matmul buffers, the rayon fork-joins) nor `Engine::decode`'s loop. Counted by the library's global allocator (`latentmas::alloc_guard`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use latentmas::alloc_guard::count_allocations;
 use latentmas::engine::Engine;
 use latentmas::kv::KvBudget;
 use latentmas::model::qwen3::{Input, RowStep, Select};
 use latentmas::sample::{argmax, SamplingParams};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made while `f` runs (on any thread).
+/// Allocations made while `f` runs (on any thread), counted by the library's global allocator.
 fn allocations(f: impl FnOnce()) -> usize {
-    ALLOCS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    f();
-    COUNTING.store(false, Ordering::SeqCst);
-    ALLOCS.load(Ordering::SeqCst)
+    count_allocations(f)
 }
 
 /// Decodes `steps` greedy tokens on two rows through `Qwen3::forward`.

@@ -78,6 +78,9 @@ impl Solver for EngineSolver {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let family: Family = a.task.family().parse()?;
     let cfg = a.method.run_config(family)?;
+    if a.limit == Some(0) {
+        anyhow::bail!("--limit must be at least 1 (it keeps the first N items)");
+    }
     let dataset = eval::load(a.task, &a.data)?;
     for w in &dataset.warnings {
         eprintln!("warning: skipped {w}");

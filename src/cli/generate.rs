@@ -44,7 +44,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let text = tokenizer.render_chat(a.system.as_deref(), &a.prompt, None)?;
     let prompt_ids = tokenizer.encode(&text)?;
     drop(tokenizer);
-    let need = prompt_ids.len() + a.max_new_tokens;
+    if a.max_new_tokens == 0 {
+        anyhow::bail!("--max-new-tokens must be at least 1");
+    }
+    let context = latentmas::model::config::Qwen3Config::from_file(&dir.join("config.json"))?.max_position_embeddings;
+    let need = prompt_ids.len().saturating_add(a.max_new_tokens);
+    if need > context {
+        anyhow::bail!(
+            "the prompt ({} tokens) and --max-new-tokens {} need {need} positions but the model's context length is \
+             {context} (max_position_embeddings)",
+            prompt_ids.len(),
+            a.max_new_tokens
+        );
+    }
     let mut engine = Engine::open_on(&dir, KvBudget::Tokens(need), device)?;
     let mut row = [engine.kv.reserve(need)?];
     let t0 = Instant::now();

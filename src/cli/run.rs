@@ -8,7 +8,7 @@ use latentmas::kv::KvBudget;
 use latentmas::latent::Alignment;
 use latentmas::mas::method::{Family, Method, Topology};
 use latentmas::mas::report::QuestionReport;
-use latentmas::mas::run::{batch_slots, run_batch, RunConfig};
+use latentmas::mas::run::{batch_slots, check_context, run_batch, RunConfig};
 use latentmas::model::hub::resolve_model;
 use latentmas::tokenizer::Tokenizer;
 
@@ -63,6 +63,10 @@ pub struct MethodArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Context length in positions (default: the config's max_position_embeddings); for a model whose config
+    /// understates it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_context: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -149,8 +153,17 @@ impl MethodArgs {
         set_threads(super::common::thread_count(self.threads)?);
         let device = self.device.kind()?;
         let prompts = latentmas::mas::reference_prompts::resolve(self.prompts.as_deref())?;
+        if questions.is_empty() {
+            anyhow::bail!("no questions to run");
+        }
         let dir = resolve_model(&self.model)?;
+        let config = latentmas::model::config::Qwen3Config::from_file(&dir.join("config.json"))?;
+        let max_context = match self.max_context {
+            Some(n) => usize::try_from(n).context("--max-context")?,
+            None => config.max_position_embeddings,
+        };
         let tokenizer = Tokenizer::load(&dir)?;
+        check_context(&tokenizer, &prompts, cfg, questions, max_context)?;
         let largest_batch = questions
             .chunks(self.batch)
             .map(|c| batch_slots(&tokenizer, &prompts, cfg, c))
@@ -163,7 +176,6 @@ impl MethodArgs {
             "auto" => KvBudget::Tokens(largest_batch),
             s => s.parse::<KvBudget>()?,
         };
-        let config = latentmas::model::config::Qwen3Config::from_file(&dir.join("config.json"))?;
         let slots = match budget {
             KvBudget::Tokens(t) => t,
             KvBudget::Bytes(b) => (b / latentmas::kv::KvBuffer::bytes_per_token(&config)) as usize,
@@ -174,7 +186,8 @@ impl MethodArgs {
                 self.kv_budget
             );
         }
-        let engine = Engine::open_on(&dir, budget, device)?;
+        let mut engine = Engine::open_on(&dir, budget, device)?;
+        engine.set_max_context(max_context)?;
         let align = if cfg.method == Method::Latent {
             let realign = self.realign && !self.no_realign;
             let (al, cache) = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), realign)?;

@@ -10,9 +10,12 @@ pub struct Args {
     /// tiny | qwen3-0.6b | qwen3-1.7b | qwen3-4b | qwen3-8b | qwen3-14b
     #[arg(long)]
     shape: String,
-    /// Output directory (created if needed).
+    /// Output directory (created if needed; an existing non-empty one needs --force).
     #[arg(long)]
     out: PathBuf,
+    /// Write into an existing non-empty --out directory, replacing the checkpoint files there.
+    #[arg(long)]
+    force: bool,
     /// Weight dtype: bf16 | f32.
     #[arg(long, default_value = "bf16")]
     dtype: String,
@@ -40,6 +43,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "f32" => SynthDtype::F32,
         other => anyhow::bail!("--dtype {other:?}: expected bf16 or f32"),
     };
+    check_out(&a.out, a.force)?;
     let t = Instant::now();
     write_checkpoint(&cfg, dtype, a.seed, &a.out)?;
     let bytes = std::fs::metadata(a.out.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
@@ -55,4 +59,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bytes as f64 / 1e9
     );
     Ok(())
+}
+
+/// Refuses to write over something: `--out` must be absent, an empty directory, or `--force` given for a
+/// non-empty one (a model directory written over would lose its weights silently).
+fn check_out(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    match std::fs::metadata(out) {
+        Err(_) => Ok(()),
+        Ok(m) if !m.is_dir() => anyhow::bail!("--out {} exists and is not a directory", out.display()),
+        Ok(_) => {
+            let non_empty =
+                std::fs::read_dir(out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?.next().is_some();
+            if non_empty && !force {
+                anyhow::bail!(
+                    "--out {} is not empty; pass --force to write the checkpoint into it (its files of the same \
+                     names are replaced)",
+                    out.display()
+                );
+            }
+            Ok(())
+        }
+    }
 }

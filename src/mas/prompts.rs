@@ -100,11 +100,20 @@ impl PromptSet {
         out
     }
 
+    /// The first of `keys` present. Every role prompt must place the question: one without `{question}`
+    /// would run the agents on a prompt that silently dropped it.
     fn first(&self, keys: &[String]) -> Result<&str> {
-        keys.iter()
-            .find_map(|k| self.entries.get(k))
-            .map(String::as_str)
-            .ok_or_else(|| Error::Prompts(format!("{}: no prompt for any of {keys:?}", self.source)))
+        let (key, text) = keys
+            .iter()
+            .find_map(|k| self.entries.get(k).map(|t| (k, t)))
+            .ok_or_else(|| Error::Prompts(format!("{}: no prompt for any of {keys:?}", self.source)))?;
+        if !text.contains("{question}") {
+            return Err(Error::Prompts(format!(
+                "{}: \"{key}\" has no {{question}} placeholder, so the question would never reach the agent",
+                self.source
+            )));
+        }
+        Ok(text)
     }
 }
 
@@ -159,16 +168,23 @@ mod tests {
     #[test]
     fn lookup_order_and_medqa_fallback() {
         let p = PromptSet::from_json(
-            r#"{"_system": "S", "x_y/judger/mc": "MC", "x_y/judger": "ANY", "x_y/planner/math": "PM", "baseline/mc": "B"}"#,
+            r#"{"_system": "S", "x_y/judger/mc": "MC {question}", "x_y/judger": "ANY {question}", "x_y/planner/math": "PM {question}", "baseline/mc": "B {question}"}"#,
             "t",
         )
         .unwrap();
-        assert_eq!(p.template("x_y", "judger", "medqa").unwrap(), "MC");
-        assert_eq!(p.template("x_y", "judger", "code").unwrap(), "ANY");
-        assert_eq!(p.template("x_y", "planner", "math").unwrap(), "PM");
+        assert_eq!(p.template("x_y", "judger", "medqa").unwrap(), "MC {question}");
+        assert_eq!(p.template("x_y", "judger", "code").unwrap(), "ANY {question}");
+        assert_eq!(p.template("x_y", "planner", "math").unwrap(), "PM {question}");
         assert!(p.template("x_y", "planner", "code").unwrap_err().to_string().contains("x_y/planner/code"));
-        assert_eq!(p.baseline("medqa").unwrap(), "B");
+        assert_eq!(p.baseline("medqa").unwrap(), "B {question}");
         assert!(PromptSet::from_json("{}", "t").unwrap_err().to_string().contains("_system"));
+    }
+
+    #[test]
+    fn a_prompt_without_the_question_is_refused() {
+        let p = PromptSet::from_json(r#"{"_system": "S", "baseline/math": "Solve it."}"#, "t").unwrap();
+        let err = p.baseline("math").unwrap_err().to_string();
+        assert!(err.contains("baseline/math") && err.contains("{question}"), "{err}");
     }
 
     #[test]

@@ -59,11 +59,11 @@ impl RunConfig {
                 return Err(Error::InvalidArgument("--latent-steps applies to --method latent only".into()));
             }
         }
-        if self.method == Method::Single && self.topology == Topology::Parallel {
-            return Err(Error::InvalidArgument("--topology parallel needs --method latent or text".into()));
-        }
-        if self.method == Method::Text && self.topology == Topology::Parallel {
-            return Err(Error::InvalidArgument("--topology parallel is a LatentMAS topology (--method latent)".into()));
+        if self.method != Method::Latent && self.topology == Topology::Parallel {
+            return Err(Error::InvalidArgument(format!(
+                "--topology parallel is a LatentMAS topology (--method latent), not one of --method {}",
+                self.method
+            )));
         }
         if self.max_new_tokens == 0 {
             return Err(Error::InvalidArgument("--max-new-tokens must be at least 1".into()));
@@ -113,21 +113,33 @@ pub fn plan_capacity(
 ) -> Result<Vec<usize>> {
     cfg.validate()?;
     let agents = cfg.topology.agents();
+    // Flags and prompts are user input: every sum is checked (an overflow is an error, never a wrap).
+    let overflow = || {
+        Error::InvalidArgument(format!(
+            "--max-new-tokens {} with --latent-steps {} makes a KV need beyond any buffer",
+            cfg.max_new_tokens, cfg.latent_steps
+        ))
+    };
+    let add = |a: usize, b: usize| a.checked_add(b).ok_or_else(overflow);
+    let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(overflow);
     questions
         .iter()
         .map(|q| {
             Ok(match cfg.method {
-                Method::Single => agent_ids(tok, prompts, cfg, &agents[3], q, "")?.len() + cfg.max_new_tokens,
+                Method::Single => add(agent_ids(tok, prompts, cfg, &agents[3], q, "")?.len(), cfg.max_new_tokens)?,
                 Method::Latent => {
                     let mut n = cfg.max_new_tokens;
                     for (i, spec) in agents.iter().enumerate() {
-                        n +=
-                            agent_ids(tok, prompts, cfg, spec, q, "")?.len() + if i < 3 { cfg.latent_steps } else { 0 };
+                        n = add(n, agent_ids(tok, prompts, cfg, spec, q, "")?.len())?;
+                        if i < 3 {
+                            n = add(n, cfg.latent_steps)?;
+                        }
                     }
                     n
                 }
                 Method::Text => {
-                    let ctx_bound = 3 * (CTX_TOKENS_PER_GENERATED * cfg.max_new_tokens + CTX_LABEL_TOKENS);
+                    let per_agent = add(mul(CTX_TOKENS_PER_GENERATED, cfg.max_new_tokens)?, CTX_LABEL_TOKENS)?;
+                    let ctx_bound = mul(3, per_agent)?;
                     let longest = agents
                         .iter()
                         .map(|s| agent_ids(tok, prompts, cfg, s, q, "").map(|ids| ids.len()))
@@ -135,11 +147,52 @@ pub fn plan_capacity(
                         .into_iter()
                         .max()
                         .unwrap_or(0);
-                    longest + ctx_bound + cfg.max_new_tokens
+                    add(add(longest, ctx_bound)?, cfg.max_new_tokens)?
                 }
             })
         })
         .collect()
+}
+
+/// Checks every question fits the model's context (`max_context` positions, the config's
+/// `max_position_embeddings` unless overridden) before any work: a prompt, a latent chain or a generation
+/// running past the positions the model was trained on gives garbage, not an error, so it is refused here
+/// with the numbers. Exact for single and LatentMAS runs; for TextMAS each agent's prompt without its
+/// context (the context is checked again when it exists, see [`check_positions`]).
+pub fn check_context(
+    tok: &Tokenizer,
+    prompts: &PromptSet,
+    cfg: &RunConfig,
+    questions: &[String],
+    max_context: usize,
+) -> Result<()> {
+    let needs = match cfg.method {
+        Method::Text => first_text_phase(tok, prompts, cfg, questions)?,
+        _ => plan_capacity(tok, prompts, cfg, questions)?,
+    };
+    for (q, need) in needs.into_iter().enumerate() {
+        check_positions(cfg, q, need, max_context)?;
+    }
+    Ok(())
+}
+
+/// Refuses `need` positions (prompts + latent steps + `--max-new-tokens`) for question `q` past `max_context`.
+pub fn check_positions(cfg: &RunConfig, q: usize, need: usize, max_context: usize) -> Result<()> {
+    if need <= max_context {
+        return Ok(());
+    }
+    let latent = if cfg.method == Method::Latent {
+        format!(", {} latent steps per thinking agent", cfg.latent_steps)
+    } else {
+        String::new()
+    };
+    Err(Error::InvalidArgument(format!(
+        "question {} needs {need} positions (its prompts{latent} and --max-new-tokens {}) but the model's context \
+         length is {max_context} (max_position_embeddings); shorten the question, lower --max-new-tokens or \
+         --latent-steps, or raise --max-context if the model's config understates its context",
+        q + 1,
+        cfg.max_new_tokens
+    )))
 }
 
 /// Runs `questions` as one batch. The KV buffer is reset first; every row is reserved before any work, so
@@ -155,6 +208,7 @@ pub fn run_batch(
     if questions.is_empty() {
         return Err(Error::InvalidArgument("no questions to run".into()));
     }
+    check_context(&engine.tokenizer, prompts, cfg, questions, engine.max_context)?;
     let caps = match cfg.method {
         // TextMAS agents each start from an empty cache; the first agent's need is exact, later ones are
         // reserved when their prompts exist (see `Batch::text`).
@@ -301,7 +355,10 @@ impl Batch {
                     agent_ids(&engine.tokenizer, prompts, cfg, spec, q, passed)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let need: Vec<usize> = ids.iter().map(|p| p.len() + cfg.max_new_tokens).collect();
+            let need: Vec<usize> = ids.iter().map(|p| p.len().saturating_add(cfg.max_new_tokens)).collect();
+            for (q, &n) in need.iter().enumerate() {
+                check_positions(cfg, q, n, engine.max_context)?;
+            }
             let mut rows = reserve_rows(engine, &need)?;
             let texts = self.prefill_and_decode(engine, cfg, spec, &mut rows, &ids)?;
             if !is_final {
@@ -453,7 +510,7 @@ impl Batch {
 
 /// Frees the buffer and carves one row per question, failing with the numbers when they do not fit.
 fn reserve_rows(engine: &mut Engine, need: &[usize]) -> Result<Vec<KvRow>> {
-    let total: usize = need.iter().sum();
+    let total = need.iter().try_fold(0usize, |a, &n| a.checked_add(n)).unwrap_or(usize::MAX);
     if total > engine.kv.slots() {
         return Err(Error::KvCapacity(format!(
             "{} question(s) need {total} KV slots ({} bytes) but the buffer has {}; raise --kv-budget or lower --batch",
@@ -469,7 +526,10 @@ fn reserve_rows(engine: &mut Engine, need: &[usize]) -> Result<Vec<KvRow>> {
 /// Exact KV need of the first TextMAS agent (its prompt has no context yet).
 fn first_text_phase(tok: &Tokenizer, prompts: &PromptSet, cfg: &RunConfig, questions: &[String]) -> Result<Vec<usize>> {
     let spec = &cfg.topology.agents()[0];
-    questions.iter().map(|q| Ok(agent_ids(tok, prompts, cfg, spec, q, "")?.len() + cfg.max_new_tokens)).collect()
+    questions
+        .iter()
+        .map(|q| Ok(agent_ids(tok, prompts, cfg, spec, q, "")?.len().saturating_add(cfg.max_new_tokens)))
+        .collect()
 }
 
 fn drop_last_char(s: &str) -> &str {
@@ -481,5 +541,8 @@ fn drop_last_char(s: &str) -> &str {
 
 /// KV slots a batch needs in total: what `--kv-budget auto` allocates.
 pub fn batch_slots(tok: &Tokenizer, prompts: &PromptSet, cfg: &RunConfig, questions: &[String]) -> Result<usize> {
-    Ok(plan_capacity(tok, prompts, cfg, questions)?.into_iter().sum())
+    plan_capacity(tok, prompts, cfg, questions)?
+        .into_iter()
+        .try_fold(0usize, |a, n| a.checked_add(n))
+        .ok_or_else(|| Error::InvalidArgument("the batch's KV need overflows; lower --batch".into()))
 }

@@ -9,6 +9,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Upper bounds on `config.json` sizes, a generous margin above every released dense model (Qwen3: vocab
+/// 151,936, hidden ≤ 5,120, intermediate ≤ 25,600, ≤ 64 layers, ≤ 64 heads, head_dim 128, 40,960 positions).
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_WIDTH: usize = 1 << 16;
+const MAX_INTERMEDIATE: usize = 1 << 18;
+const MAX_LAYERS: usize = 1 << 10;
+const MAX_HEADS: usize = 1 << 10;
+const MAX_HEAD_DIM: usize = 1 << 11;
+const MAX_POSITIONS: usize = 1 << 24;
+/// The fewest positions that can hold a chat prompt and an answer.
+const MIN_POSITIONS: usize = 16;
+/// 2^41 weights (2 T), far above any model this engine can load.
+const MAX_PARAMETERS: u64 = 1 << 41;
+
 /// The hyper-parameters the forward pass needs. Field names follow `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Qwen3Config {
@@ -114,7 +128,75 @@ impl Qwen3Config {
         if head_dim % 2 != 0 {
             return Err(Error::Config(format!("head_dim {head_dim} must be even for RoPE")));
         }
+        cfg.check_bounds()?;
         Ok(cfg)
+    }
+
+    /// Refuses sizes no real checkpoint has, before anything is sized from them: every later product
+    /// (weight shapes, KV bytes per token, workspace widths) then fits in a `usize` with room to spare, and a
+    /// hostile `config.json` gets an error instead of a huge allocation or an overflow. Also refuses the
+    /// floating-point values the forward would turn into NaN or Inf.
+    pub fn check_bounds(&self) -> Result<()> {
+        let sizes = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_INTERMEDIATE),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_HEADS),
+            ("num_key_value_heads", self.num_key_value_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+            ("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS),
+        ];
+        for (name, value, max) in sizes {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be positive")));
+            }
+            if value > max {
+                return Err(Error::Config(format!("{name} {value} is out of range (at most {max})")));
+            }
+        }
+        if self.max_position_embeddings < MIN_POSITIONS {
+            return Err(Error::Config(format!(
+                "max_position_embeddings {} is too small: a chat prompt alone needs more (at least {MIN_POSITIONS})",
+                self.max_position_embeddings
+            )));
+        }
+        if self.num_key_value_heads > self.num_attention_heads {
+            return Err(Error::Config(format!(
+                "num_key_value_heads {} exceeds num_attention_heads {}",
+                self.num_key_value_heads, self.num_attention_heads
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(Error::Config(format!("rope_theta {} must be positive and finite", self.rope_theta)));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
+            return Err(Error::Config(format!("rms_norm_eps {} must be in (0, 1)", self.rms_norm_eps)));
+        }
+        let params = self.parameter_count().ok_or_else(|| Error::Config("the weight sizes overflow".into()))?;
+        if params > MAX_PARAMETERS {
+            return Err(Error::Config(format!(
+                "these sizes make {params} weights, more than any supported model ({MAX_PARAMETERS})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Number of weights these sizes imply (None on overflow).
+    pub fn parameter_count(&self) -> Option<u64> {
+        let m = |a: usize, b: usize| (a as u64).checked_mul(b as u64);
+        let d = self.hidden_size;
+        let per_layer = m(self.qkv_width_checked()?, d)?
+            .checked_add(m(self.num_attention_heads.checked_mul(self.head_dim)?, d)?)?
+            .checked_add(m(self.intermediate_size, d)?.checked_mul(3)?)?
+            .checked_add(2 * d as u64 + 2 * self.head_dim as u64)?;
+        let embed = m(self.vocab_size, d)?;
+        let heads = if self.tie_word_embeddings { embed } else { embed.checked_mul(2)? };
+        per_layer.checked_mul(self.num_hidden_layers as u64)?.checked_add(heads)?.checked_add(d as u64)
+    }
+
+    fn qkv_width_checked(&self) -> Option<usize> {
+        self.num_attention_heads.checked_add(self.num_key_value_heads.checked_mul(2)?)?.checked_mul(self.head_dim)
     }
 
     /// Query heads per KV head (the GQA group size).
