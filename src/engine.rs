@@ -25,14 +25,15 @@ pub struct Engine {
     pub model_dir: PathBuf,
     pub device: Device,
     /// Arithmetic of [`Engine::prefill`]'s projections for bf16 weights on the cpu device. Default
-    /// [`Precision::Bf16Activations`]: activations rounded to bf16, f32 accumulation, on AMX where the
-    /// CPU has it (≈ 10× the exact path; what transformers and llama.cpp do with bf16 weights). Set
+    /// [`Precision::Bf16Activations`]: activations rounded to bf16, f32 accumulation, on the CPU's best
+    /// kernel family ([`crate::backend::cpu::bf16_gemm`]: AMX ≈ 10× the exact path, AVX-512, AVX2 + FMA,
+    /// portable; what transformers and llama.cpp do with bf16 weights). Set
     /// [`Precision::Exact`] for f32 activations everywhere. f32 weights are always exact; latent steps are
     /// always exact.
     pub prefill_precision: Precision,
     /// Arithmetic of [`Engine::decode`]'s steps for bf16 weights. Default [`Precision::Exact`];
     /// [`Precision::Bf16Activations`] trades the rounding of the activations for throughput at large
-    /// batches (AMX makes a batch-16 step memory bound). Every row of every batch size takes the same
+    /// batches (on AMX a batch-16 step becomes memory bound). Every row of every batch size takes the same
     /// path, so a row decodes the same tokens alone and in a batch either way.
     pub decode_precision: Precision,
     /// On a kernel-running device (cuda, emu), [`Engine::decode`] picks each next token on the device (the

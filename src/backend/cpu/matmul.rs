@@ -14,7 +14,12 @@
 //!
 //! Missing elements of a last partial block add exact zeros.
 //!
-//! # Kernels (AVX-512)
+//! # Kernels
+//! Chosen at run time ([`ExactKernel::detect`]): AVX-512 (below), AVX2 + FMA ([`avx2`]: the same order
+//! with each 16-lane accumulator split over two 8-lane registers, the same bits), else the portable
+//! [`dot_canonical`] loop. All three give the same bits.
+//!
+//! AVX-512:
 //! - GEMV (`n == 1`): [`GEMV_ROWS`] weight rows at a time (8 independent FMA chains and 8 concurrent
 //!   weight streams), bf16 widened in registers, the next row group prefetched.
 //! - GEMM (`n > 1`): a [`ROWS`] × [`TOKENS`] register tile (24 accumulators). Weights are widened once per
@@ -57,8 +62,11 @@ pub const SUPER_BLOCK_BYTES: usize = 512 << 10;
 /// Contiguous row ranges per pool thread.
 pub const TASKS_PER_THREAD: usize = 4;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 /// Weight element widened to f32 inside the dot product.
-pub trait Elem: Copy + Send + Sync + 'static {
+pub trait Elem: Copy + Default + Send + Sync + 'static {
     const IS_BF16: bool;
     fn widen(self) -> f32;
 }
@@ -129,6 +137,7 @@ thread_local! {
     // stealing) simply finds an empty one.
     static PERMUTED_X: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ROUNDED_X: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn take(key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>) -> Vec<f32> {
@@ -151,22 +160,76 @@ pub enum Precision {
     /// weights.
     #[default]
     Exact,
-    /// Activations rounded to bf16 (nearest even), f32 accumulation, on AMX tiles ([`super::amx`]) when
-    /// the CPU has them and `k` is a multiple of 32; otherwise [`Precision::Exact`]. About 10× the
-    /// exact path's FLOP/s; each product carries the rounding of its activation (≈ 2⁻⁹ relative).
+    /// Activations rounded to bf16 (nearest even), f32 accumulation, on the best kernel family of the CPU
+    /// ([`super::bf16_gemm`]: AMX tiles, AVX-512, AVX2 + FMA, portable); f32 weights stay exact. Each
+    /// product carries the rounding of its activation (≈ 2⁻⁹ relative). On AMX about 10× the exact
+    /// path's FLOP/s; on AVX2 a larger register tile than the exact kernel's.
     Bf16Activations,
 }
 
 /// [`matmul`] with the given precision for bf16 weights.
 pub fn matmul_with(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32], precision: Precision) {
-    if precision == Precision::Bf16Activations && super::amx::matmul_bf16(x, n, w, out) {
+    if precision == Precision::Bf16Activations && super::bf16_gemm::matmul_bf16(x, n, w, out) {
         return;
     }
     matmul(x, n, w, out)
 }
 
+/// The kernel family of the exact path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExactKernel {
+    /// AVX-512F + BW.
+    Avx512,
+    /// AVX2 + FMA.
+    Avx2,
+    /// [`dot_canonical`] per output: any CPU.
+    Portable,
+}
+
+impl ExactKernel {
+    /// The fastest kernel this CPU runs (checked once).
+    pub fn detect() -> Self {
+        static KERNEL: std::sync::OnceLock<ExactKernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            if has_avx512() {
+                ExactKernel::Avx512
+            } else if has_avx2_fma() {
+                ExactKernel::Avx2
+            } else {
+                ExactKernel::Portable
+            }
+        })
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn runs_here(self) -> bool {
+        match self {
+            ExactKernel::Avx512 => has_avx512(),
+            ExactKernel::Avx2 => has_avx2_fma(),
+            ExactKernel::Portable => true,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExactKernel::Avx512 => "AVX-512",
+            ExactKernel::Avx2 => "AVX2+FMA",
+            ExactKernel::Portable => "portable",
+        }
+    }
+}
+
 /// `out[t, j] = Σ_c x[t, c] · w[j, c]` for t < n, j < w.rows.
 pub fn matmul(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) {
+    matmul_on(ExactKernel::detect(), x, n, w, out)
+}
+
+/// [`matmul`] on a given kernel family (tests force each one the CPU runs; they all give the same bits).
+///
+/// # Panics
+/// If this CPU cannot run `kernel` ([`ExactKernel::runs_here`]), or on shape mismatch.
+pub fn matmul_on(kernel: ExactKernel, x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) {
+    assert!(kernel.runs_here(), "matmul: this CPU cannot run the {} kernel", kernel.name());
     let (m, k) = (w.rows, w.cols);
     assert_eq!(x.len(), n * k, "matmul: x is not [n, k]");
     assert_eq!(out.len(), n * m, "matmul: out is not [n, m]");
@@ -178,8 +241,8 @@ pub fn matmul(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) {
         return;
     }
     match &w.data {
-        WeightData::F32(wd) => run(x, n, k, m, wd, out),
-        WeightData::Bf16(wd) => run(x, n, k, m, wd, out),
+        WeightData::F32(wd) => run(x, n, k, m, wd, out, kernel, Order::Canonical),
+        WeightData::Bf16(wd) => run(x, n, k, m, wd, out, kernel, Order::Canonical),
     }
 }
 
@@ -195,10 +258,85 @@ fn has_avx512() -> bool {
     }
 }
 
-fn run<E: Elem>(x: &[f32], n: usize, k: usize, m: usize, w: &[E], out: &mut [f32]) {
-    let simd = has_avx512();
-    // bf16 weights on the SIMD path read an even/odd-permuted, zero-padded copy of x.
+/// Whether the AVX2 + FMA kernels run on this CPU.
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The summation order of [`run`]: the canonical one, or (AVX2 only, bf16 activations) one 8-lane chain
+/// per output ([`avx2`] module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Order {
+    Canonical,
+    Lanes8,
+}
+
+/// Rounds an activation to bf16 (nearest even, as `bf16::from_f32`) and back: exact in f32.
+#[inline(always)]
+fn round_bf16(v: f32) -> f32 {
+    bf16::from_f32(v).to_f32()
+}
+
+/// The bf16-activation matmul on the FMA kernels (`kernel` AVX-512, AVX2 or portable): `x` rounded to
+/// bf16 on the way into the kernel's activation copy, then the kernel's own order ([`Order::Lanes8`] on
+/// AVX2, canonical elsewhere). Every product is exact; only the rounding of `x` and the summation order
+/// differ from [`matmul`]. Returns false (touching nothing) for f32 weights.
+pub(super) fn matmul_rounded(kernel: ExactKernel, x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) -> bool {
+    let WeightData::Bf16(wd) = &w.data else { return false };
+    assert!(kernel.runs_here(), "matmul: this CPU cannot run the {} kernel", kernel.name());
+    let (m, k) = (w.rows, w.cols);
+    assert_eq!(x.len(), n * k, "matmul: x is not [n, k]");
+    assert_eq!(out.len(), n * m, "matmul: out is not [n, m]");
+    if n == 0 || m == 0 {
+        return true;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return true;
+    }
+    let order = if kernel == ExactKernel::Avx2 { Order::Lanes8 } else { Order::Canonical };
+    if kernel == ExactKernel::Portable {
+        // The portable kernel reads x as it is: round a copy.
+        let mut xr = take(&ROUNDED_X);
+        xr.clear();
+        xr.extend(x.iter().map(|&v| round_bf16(v)));
+        run(&xr, n, k, m, wd, out, kernel, order);
+        give_back(&ROUNDED_X, xr);
+    } else {
+        run_with(x, n, k, m, wd, out, kernel, order, true);
+    }
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<E: Elem>(x: &[f32], n: usize, k: usize, m: usize, w: &[E], out: &mut [f32], kernel: ExactKernel, order: Order) {
+    run_with(x, n, k, m, w, out, kernel, order, false)
+}
+
+/// [`run`]; `round` rounds x to bf16 while building the permuted copy (SIMD kernels, bf16 weights).
+#[allow(clippy::too_many_arguments)]
+fn run_with<E: Elem>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    w: &[E],
+    out: &mut [f32],
+    kernel: ExactKernel,
+    order: Order,
+    round: bool,
+) {
+    let simd = kernel != ExactKernel::Portable;
+    // bf16 weights on the SIMD paths read an even/odd-permuted, zero-padded copy of x.
     let permute = simd && E::IS_BF16;
+    debug_assert!(!round || permute, "rounding happens in the permuted copy");
     let kp = k.div_ceil(BLOCK) * BLOCK;
     // Row stride of the permuted copy: one extra cache line breaks 4 KiB aliasing between its rows.
     let ldp = kp + LANES;
@@ -207,7 +345,11 @@ fn run<E: Elem>(x: &[f32], n: usize, k: usize, m: usize, w: &[E], out: &mut [f32
         xp.clear();
         xp.resize(n * ldp, 0.0);
         for (src, dst) in x.chunks_exact(k).zip(xp.chunks_exact_mut(ldp)) {
-            permute_even_odd(src, dst);
+            if round {
+                permute_even_odd(src, dst, round_bf16);
+            } else {
+                permute_even_odd(src, dst, |v| v);
+            }
         }
     }
     let (xs, ldx): (&[f32], usize) = if permute { (&xp, ldp) } else { (x, k) };
@@ -220,7 +362,7 @@ fn run<E: Elem>(x: &[f32], n: usize, k: usize, m: usize, w: &[E], out: &mut [f32
         let rows = t * per..((t + 1) * per).min(m);
         // SAFETY: the task owns output columns `rows` of every token; tasks never overlap; shapes were
         // checked by `matmul` (xs is [n, ldx], w is [m, k], out is [n, m]).
-        unsafe { block_dispatch(xs, ldx, n, k, m, w, rows, ptr, simd) }
+        unsafe { block_dispatch(xs, ldx, n, k, m, w, rows, ptr, kernel, order) }
     };
     if tasks == 1 {
         body(0);
@@ -232,13 +374,23 @@ fn run<E: Elem>(x: &[f32], n: usize, k: usize, m: usize, w: &[E], out: &mut [f32
     }
 }
 
-/// `dst[32b + l] = src[32b + 2l]`, `dst[32b + 16 + l] = src[32b + 2l + 1]`, zeros past the end of `src`.
-fn permute_even_odd(src: &[f32], dst: &mut [f32]) {
+/// `dst[32b + l] = f(src[32b + 2l])`, `dst[32b + 16 + l] = f(src[32b + 2l + 1])`, zeros past the end of
+/// `src`.
+#[inline(always)]
+fn permute_even_odd(src: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32) {
     for (b, d) in dst.chunks_exact_mut(BLOCK).enumerate() {
         let base = b * BLOCK;
-        for l in 0..LANES {
-            d[l] = src.get(base + 2 * l).copied().unwrap_or(0.0);
-            d[LANES + l] = src.get(base + 2 * l + 1).copied().unwrap_or(0.0);
+        if base + BLOCK <= src.len() {
+            let s = &src[base..base + BLOCK];
+            for l in 0..LANES {
+                d[l] = f(s[2 * l]);
+                d[LANES + l] = f(s[2 * l + 1]);
+            }
+        } else {
+            for l in 0..LANES {
+                d[l] = src.get(base + 2 * l).map_or(0.0, |&v| f(v));
+                d[LANES + l] = src.get(base + 2 * l + 1).map_or(0.0, |&v| f(v));
+            }
         }
     }
 }
@@ -247,7 +399,8 @@ fn permute_even_odd(src: &[f32], dst: &mut [f32]) {
 ///
 /// # Safety
 /// `out` must point to an `[n, m]` buffer whose columns `rows` no other thread touches meanwhile; `x` is
-/// `[n, ldx]` (even/odd-permuted with `ldx = k` rounded up to 32 when `simd` and bf16), `w` is `[m, k]`.
+/// `[n, ldx]` (even/odd-permuted with `ldx` ≥ k rounded up to 32 on the SIMD kernels for bf16), `w` is
+/// `[m, k]`; the CPU runs `kernel`; [`Order::Lanes8`] only with [`ExactKernel::Avx2`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn block_dispatch<E: Elem>(
     x: &[f32],
@@ -258,13 +411,18 @@ unsafe fn block_dispatch<E: Elem>(
     w: &[E],
     rows: std::ops::Range<usize>,
     out: OutPtr,
-    simd: bool,
+    kernel: ExactKernel,
+    order: Order,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        return avx512::block(x, ldx, n, k, m, w, rows, out);
+    match (kernel, order) {
+        (ExactKernel::Avx512, _) => return avx512::block(x, ldx, n, k, m, w, rows, out),
+        (ExactKernel::Avx2, Order::Canonical) => return avx2::block::<E, true>(x, ldx, n, k, m, w, rows, out),
+        (ExactKernel::Avx2, Order::Lanes8) => return avx2::block::<E, false>(x, ldx, n, k, m, w, rows, out),
+        (ExactKernel::Portable, _) => {}
     }
-    let _ = simd;
+    debug_assert_eq!(kernel, ExactKernel::Portable);
+    let _ = order;
     for t in 0..n {
         let xt = &x[t * ldx..t * ldx + k];
         for j in rows.clone() {
@@ -722,6 +880,8 @@ mod tests {
         (200, 11, 35),
         (13, 24, 1024),
         (16, 300, 64),
+        (30, 14, 70),
+        (4, 31, 3072),
     ];
 
     #[test]
@@ -749,21 +909,32 @@ mod tests {
     fn every_output_follows_the_canonical_order_bit_for_bit() {
         // Whatever n (GEMV, one tile, several tiles and chunks) and dtype, y[t, j] has the bits of the
         // canonical order: so a row gets the same result alone and in any batch.
+        // Every kernel family this CPU runs, forced in turn.
+        for kernel in [ExactKernel::Avx512, ExactKernel::Avx2, ExactKernel::Portable] {
+            if !kernel.runs_here() {
+                println!("SKIP ({}: this CPU cannot run it)", kernel.name());
+                continue;
+            }
+            canonical_bits_on(kernel);
+        }
+    }
+
+    fn canonical_bits_on(kernel: ExactKernel) {
         for &(n, m, k) in SHAPES {
             let x = pseudo(n * k, 3);
             let wf = pseudo(m * k, 4);
             let wb: Vec<bf16> = wf.iter().map(|&v| bf16::from_f32(v)).collect();
             let check = |w: &WeightMatrix, dot: &dyn Fn(usize, &[f32]) -> f32| {
                 let mut y = vec![0f32; n * m];
-                matmul(&x, n, w, &mut y);
+                matmul_on(kernel, &x, n, w, &mut y);
                 for t in 0..n {
                     let xt = &x[t * k..(t + 1) * k];
                     for j in 0..m {
                         let want = dot(j, xt);
-                        assert_eq!(y[t * m + j].to_bits(), want.to_bits(), "n={n} m={m} k={k} t={t} j={j}");
+                        assert_eq!(y[t * m + j].to_bits(), want.to_bits(), "{kernel:?} n={n} m={m} k={k} t={t} j={j}");
                     }
                     let mut y1 = vec![0f32; m];
-                    matmul(xt, 1, w, &mut y1);
+                    matmul_on(kernel, xt, 1, w, &mut y1);
                     assert_eq!(&y1[..], &y[t * m..(t + 1) * m], "n={n} m={m} k={k} t={t} alone");
                 }
             };

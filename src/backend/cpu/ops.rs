@@ -64,13 +64,12 @@ impl CpuOps<'_> {
             Linear::Down(l) => &self.weights.layers[l].down,
         }
     }
-    /// Whether the call takes the fast kernels (blocked FMA attention, vectorised SwiGLU): only where the
-    /// projections run with bf16 activations on AMX (bf16 weights, the CPU has AMX); exact calls and f32
+    /// Whether the call takes the fast kernels (blocked FMA attention, vectorised SwiGLU, each where the CPU
+    /// has it): only where the projections run with bf16 activations (bf16 weights); exact calls and f32
     /// models never do.
     fn fast(&self) -> bool {
         self.precision == Precision::Bf16Activations
             && self.weights.layers.first().is_some_and(|l| matches!(l.qkv.data, WeightData::Bf16(_)))
-            && super::amx::available()
     }
     fn eps(&self) -> f32 {
         self.cfg.rms_norm_eps as f32

@@ -1,5 +1,6 @@
 //! Machine-ceiling probes for the roofline: a STREAM-style triad and a read-only sweep (memory bandwidth),
-//! and register-resident FMA loops (peak f32 and bf16 dot-product FLOP/s). Each runs on every thread of
+//! and register-resident FMA loops (peak f32 and bf16 dot-product FLOP/s), on AVX-512, AVX2 or portable
+//! code. Each runs on every thread of
 //! the current rayon pool, so the ceilings are those of the threads the engine itself uses.
 //!
 //! Operations: [`triad`], [`read_sweep`], [`fma_peak`], [`bf16_dot_peak`], [`has_bf16_dot`], [`amx_peak`].
@@ -25,6 +26,11 @@ fn triad_chunk(a: &mut [f32], b: &[f32], c: &[f32], s: f32) {
         // SAFETY: the feature was just detected.
         return unsafe { triad_avx512(a, b, c, s) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the feature was just detected.
+        return unsafe { triad_avx2(a, b, c, s) };
+    }
     for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
         *a = b + s * c;
     }
@@ -34,6 +40,15 @@ fn triad_chunk(a: &mut [f32], b: &[f32], c: &[f32], s: f32) {
 #[target_feature(enable = "avx512f")]
 fn triad_avx512(a: &mut [f32], b: &[f32], c: &[f32], s: f32) {
     // Plain code compiled for AVX-512: LLVM vectorises it with 64-byte loads and stores.
+    for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
+        *a = b + s * c;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn triad_avx2(a: &mut [f32], b: &[f32], c: &[f32], s: f32) {
+    // Plain code compiled for AVX2: LLVM vectorises it with 32-byte loads and stores.
     for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
         *a = b + s * c;
     }
@@ -51,6 +66,11 @@ fn read_chunk(x: &[f32]) -> f32 {
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the feature was just detected.
         return unsafe { avx512::read_sum(x) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the feature was just detected.
+        return unsafe { avx2::read_sum(x) };
     }
     // 16 independent lanes so the adds are not one serial chain.
     let mut acc = [0f32; 16];
@@ -72,6 +92,13 @@ pub fn fma_peak(iters: usize) -> f64 {
             let sink = unsafe { avx512::fma_loop(iters) };
             std::hint::black_box(sink);
             return (iters * CHAINS * 16 * 2) as f64;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected.
+            let sink = unsafe { avx2::fma_loop(iters) };
+            std::hint::black_box(sink);
+            return (iters * CHAINS * 8 * 2) as f64;
         }
         let mut acc = [[1.0f32; 8]; CHAINS];
         let (m, a) = (std::hint::black_box(0.999_f32), std::hint::black_box(1e-3_f32));
@@ -178,6 +205,56 @@ mod avx512 {
             s = _mm512_add_ps(s, c);
         }
         _mm512_reduce_add_ps(s)
+    }
+}
+
+/// The AVX2 twins of the AVX-512 probes (8-lane registers; 16 of them, so the FMA loop's 12 chains fit).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::CHAINS;
+
+    #[target_feature(enable = "avx2")]
+    pub fn read_sum(x: &[f32]) -> f32 {
+        // 8 independent accumulators over 256-byte steps: 4 cache lines in flight per iteration.
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut blocks = x.chunks_exact(64);
+        for b in &mut blocks {
+            for (u, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `b` holds 64 floats, so 8 at offset 8·u are in bounds.
+                *a = _mm256_add_ps(*a, unsafe { _mm256_loadu_ps(b.as_ptr().add(8 * u)) });
+            }
+        }
+        let tail: f32 = blocks.remainder().iter().sum();
+        let mut s = _mm256_setzero_ps();
+        for a in acc {
+            s = _mm256_add_ps(s, a);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+        lanes.iter().sum::<f32>() + tail
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn fma_loop(iters: usize) -> f32 {
+        let m = _mm256_set1_ps(std::hint::black_box(0.999));
+        let a = _mm256_set1_ps(std::hint::black_box(1e-3));
+        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm256_fmadd_ps(*c, m, a);
+            }
+        }
+        let mut s = _mm256_setzero_ps();
+        for c in acc {
+            s = _mm256_add_ps(s, c);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+        lanes.iter().sum()
     }
 }
 
