@@ -22,6 +22,8 @@ pub mod latent;
 pub mod mas;
 pub mod model;
 pub mod sample;
+pub mod startup;
 pub mod tokenizer;
+pub mod tokenizer_json;
 
 pub use error::{Error, Result};
