@@ -13,6 +13,7 @@ use crate::kv::{KvBudget, KvBuffer, KvRow};
 use crate::latent::Alignment;
 use crate::model::qwen3::{ForwardOut, Input, Qwen3, RowStep, Select, Workspace};
 use crate::sample::{Sampler, SamplingParams};
+use crate::startup::{load_model_and_tokenizer, Startup};
 use crate::tokenizer::Tokenizer;
 
 pub struct Engine {
@@ -124,10 +125,21 @@ impl Engine {
         Self::open_on(model_dir, budget, DeviceKind::Cpu)
     }
 
-    /// [`Engine::open`] on the given device.
+    /// [`Engine::open`] on the given device. The tokenizer loads on a second thread while the weights load.
     pub fn open_on(model_dir: &Path, budget: KvBudget, device: DeviceKind) -> Result<Self> {
-        let tokenizer = Tokenizer::load(model_dir)?;
-        let model = Qwen3::load(model_dir)?;
+        let (model, tokenizer) = load_model_and_tokenizer(model_dir, &mut Startup::default())?;
+        Self::from_parts(model_dir, model, tokenizer, budget, device)
+    }
+
+    /// An engine from a loaded model and tokenizer: checks they fit together and allocates the KV buffer
+    /// (and, on a kernel-running device, the device model).
+    pub fn from_parts(
+        model_dir: &Path,
+        model: Qwen3,
+        tokenizer: Tokenizer,
+        budget: KvBudget,
+        device: DeviceKind,
+    ) -> Result<Self> {
         if tokenizer.len() > model.config.vocab_size {
             return Err(Error::Config(format!(
                 "the tokenizer has {} ids but the embedding only {} rows",

@@ -170,12 +170,12 @@ impl KvBuffer {
         let bytes = slots as u64 * per_token;
         let len = usize::try_from(bytes / 4)
             .map_err(|_| Error::KvCapacity(format!("cannot address {bytes} bytes for {slots} KV slots")))?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(len)
-            .map_err(|_| Error::KvCapacity(format!("cannot allocate {bytes} bytes for {slots} KV slots")))?;
+        // Zeroed pages from the kernel: a slot's memory becomes resident when a token is first written to it,
+        // so a large budget costs nothing up front.
+        let mut data = crate::backend::cpu::mem::zeroed_vec::<f32>(len)
+            .ok_or_else(|| Error::KvCapacity(format!("cannot allocate {bytes} bytes for {slots} KV slots")))?;
         // Attention walks a slot's rows at a stride of a whole slot: huge pages keep that off the TLB.
         crate::backend::cpu::mem::advise_huge_pages(&mut data);
-        data.resize(len, 0.0);
         Ok(KvBuffer {
             layers: cfg.num_hidden_layers,
             kv_width: cfg.kv_width(),

@@ -27,6 +27,8 @@ pub mod mas;
 pub mod model;
 pub mod output;
 pub mod sample;
+pub mod startup;
 pub mod tokenizer;
+pub mod tokenizer_json;
 
 pub use error::{Error, Result};

@@ -51,7 +51,7 @@ impl Tokenizer {
         if !tok_path.exists() {
             return Err(Error::Tokenizer(format!("{} is missing", tok_path.display())));
         }
-        let inner = tokenizers::Tokenizer::from_file(&tok_path)
+        let inner = crate::tokenizer_json::load_tokenizer_json(&tok_path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;

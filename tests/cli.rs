@@ -118,6 +118,17 @@ fn questions_file_runs_as_a_batch_and_bad_lines_are_named() {
         "--json",
     ]);
     assert_eq!(out.lines().count(), 2);
+    // the first line also carries the startup breakdown (once per process, not per question)
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let startup = &lines[0]["startup"];
+    assert!(startup["total_s"].as_f64().unwrap() > 0.0, "{startup}");
+    assert!(startup["weights_s"].as_f64().unwrap() <= startup["total_s"].as_f64().unwrap(), "{startup}");
+    assert!(startup["weights_bytes"].as_u64().unwrap() > 0 && startup["kv_bytes"].as_u64().unwrap() > 0, "{startup}");
+    assert!(lines[1].get("startup").is_none());
+    let text =
+        ok(&["run", "--model", TINY, "--questions", good.to_str().unwrap(), "--greedy", "--max-new-tokens", "2"]);
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with("startup ") && first.contains("weights") && first.contains("tokenizer"), "{first}");
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"question\": \"ok\"}\n{\"q\": 1}\n").unwrap();
     let err = fails(&["run", "--model", TINY, "--questions", bad.to_str().unwrap()]);

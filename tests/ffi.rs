@@ -392,7 +392,7 @@ fn without_timings(mut v: serde_json::Value) -> serde_json::Value {
     fn strip(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(m) => {
-                m.retain(|k, _| !k.ends_with("_s"));
+                m.retain(|k, _| !k.ends_with("_s") && k != "startup");
                 m.values_mut().for_each(strip);
             }
             serde_json::Value::Array(a) => a.iter_mut().for_each(strip),

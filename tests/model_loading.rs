@@ -118,3 +118,60 @@ fn unsupported_architecture_is_refused() {
     assert!(e.contains("unsupported architecture") && e.contains("qwen2"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A copy of `model`'s checkpoint with element `at` of `tensor` replaced by `value` (in the tensor's dtype).
+fn poisoned(name: &str, model: &str, tensor: &str, at: usize, value: f32) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::copy(Path::new(model).join("config.json"), dir.join("config.json")).unwrap();
+    let mut bytes = std::fs::read(Path::new(model).join("model.safetensors")).unwrap();
+    let (start, dtype) = {
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = st.tensor(tensor).unwrap();
+        (view.data().as_ptr() as usize - bytes.as_ptr() as usize, view.dtype())
+    };
+    let raw = match dtype {
+        safetensors::Dtype::F32 => value.to_le_bytes().to_vec(),
+        safetensors::Dtype::BF16 => half::bf16::from_f32(value).to_le_bytes().to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let at = start + at * raw.len();
+    bytes[at..at + raw.len()].copy_from_slice(&raw);
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    dir
+}
+
+/// NaN or Inf anywhere in the weights is an error naming the tensor and the element, whichever way the
+/// tensor is loaded: read in place (down_proj, lm_head), stacked (q|k|v, gate|up), widened (norms).
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let cases = [
+        ("tests/data/tiny-untied", "model.layers.1.mlp.down_proj.weight", 70, f32::NAN),
+        ("tests/data/tiny-untied", "model.layers.0.self_attn.k_proj.weight", 3, f32::INFINITY),
+        ("tests/data/tiny-untied", "lm_head.weight", 0, f32::NEG_INFINITY),
+        ("tests/data/tiny-untied", "model.norm.weight", 5, f32::NAN),
+        ("tests/data/tiny-untied-bf16", "model.layers.1.mlp.up_proj.weight", 129, f32::NAN),
+        ("tests/data/tiny-untied-bf16", "model.embed_tokens.weight", 64 * 3 + 2, f32::INFINITY),
+        ("tests/data/tiny-untied-bf16", "model.layers.0.self_attn.q_norm.weight", 1, f32::NAN),
+    ];
+    for (i, &(model, tensor, at, value)) in cases.iter().enumerate() {
+        let dir = poisoned(&format!("nan{i}"), model, tensor, at, value);
+        let e = err_of(&dir);
+        assert!(e.contains(tensor) && e.contains("non-finite") && e.contains(&format!("element {at}")), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// Through the CLI a poisoned checkpoint fails before any output, never decoding garbage with exit 0.
+#[test]
+fn run_refuses_a_poisoned_checkpoint() {
+    let dir = poisoned("nan-cli", "tests/data/tiny-untied", "model.layers.0.mlp.gate_proj.weight", 17, f32::NAN);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_latentmas"))
+        .args(["run", "--model", dir.to_str().unwrap(), "--method", "single", "--question", "hi", "--greedy"])
+        .args(["--max-new-tokens", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "rc {:?}, stdout {:?}", out.status, out.stdout);
+    assert!(err.contains("model.layers.0.mlp.gate_proj.weight") && err.contains("non-finite"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

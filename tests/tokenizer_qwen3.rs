@@ -55,3 +55,40 @@ fn missing_files_are_named() {
     assert!(err.contains("tokenizer_config.json"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The typed `tokenizer.json` reader builds the same tokenizer as `tokenizers::Tokenizer::from_file`: the
+/// same serialisation (vocabulary, merges in rank order, added tokens, normalizer, pre-tokenizer, decoder)
+/// and the same ids for text mixing specials, multilingual text and byte-level fallbacks.
+#[test]
+fn typed_reader_builds_the_librarys_tokenizer() {
+    for dir in ["tests/data/qwen3-tokenizer", "tests/data/tiny-tied", "tests/data/tiny-trained"] {
+        let path = Path::new(dir).join("tokenizer.json");
+        let ours = latentmas::tokenizer_json::load_tokenizer_json(&path).unwrap();
+        let theirs = tokenizers::Tokenizer::from_file(&path).unwrap();
+        let (a, b) = (serde_json::to_value(&ours).unwrap(), serde_json::to_value(&theirs).unwrap());
+        assert!(a == b, "{dir}: the two tokenizers serialise differently");
+        for text in ["<|im_start|>user\nWhat is 2+2?<|im_end|>", "naïve 東京 🙂 \t\r\n  x", "<think>\n\n</think>"]
+        {
+            let (x, y) = (ours.encode(text, false).unwrap(), theirs.encode(text, false).unwrap());
+            assert_eq!(x.get_ids(), y.get_ids(), "{dir}: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn a_malformed_tokenizer_json_fails_with_the_librarys_error() {
+    let dir = std::env::temp_dir().join(format!("latentmas-tokjson-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokenizer.json");
+    let good = std::fs::read_to_string("tests/data/qwen3-tokenizer/tokenizer.json").unwrap();
+    // a merge naming a token that is not in the vocabulary
+    let bad = good.replacen("[\n        \"Ġ\",\n        \"Ġ\"\n      ]", "[\"Ġ\", \"no-such-token\"]", 1);
+    assert_ne!(bad, good, "the edit applies");
+    std::fs::write(&path, &bad).unwrap();
+    let ours = latentmas::tokenizer_json::load_tokenizer_json(&path).unwrap_err().to_string();
+    let theirs = tokenizers::Tokenizer::from_file(&path).unwrap_err().to_string();
+    assert_eq!(ours, theirs);
+    std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+    assert!(latentmas::tokenizer_json::load_tokenizer_json(&path).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}

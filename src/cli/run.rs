@@ -1,6 +1,7 @@
 //! `latentmas run`: one method over one question or a JSONL file of questions, batched.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 use latentmas::engine::{set_threads, Engine};
@@ -10,7 +11,7 @@ use latentmas::mas::method::{Family, Method, Topology};
 use latentmas::mas::report::QuestionReport;
 use latentmas::mas::run::{batch_slots, check_context, run_batch, RunConfig};
 use latentmas::model::hub::resolve_model;
-use latentmas::tokenizer::Tokenizer;
+use latentmas::startup::{load_model_and_tokenizer, Startup};
 
 use super::common::{write_atomic, DeviceArg, SamplingArgs};
 
@@ -147,23 +148,30 @@ impl MethodArgs {
         s
     }
 
-    /// Loads prompts, sizes the KV buffer for `questions` (failing before any work when the budget is too
-    /// small), opens the engine and, for LatentMAS, the alignment.
+    /// Loads prompts, the model and its tokenizer (side by side), sizes the KV buffer for `questions`
+    /// (failing before any compute when the budget is too small), opens the engine and, for LatentMAS, the
+    /// alignment. The session's [`Startup`] says where the time went.
     pub fn open(&self, cfg: &RunConfig, questions: &[String]) -> anyhow::Result<Session> {
+        let start = Instant::now();
+        let mut startup = Startup::default();
+        let t = Instant::now();
         set_threads(super::common::thread_count(self.threads)?);
+        startup.threads_s = t.elapsed().as_secs_f64();
         let device = self.device.kind()?;
+        let t = Instant::now();
         let prompts = latentmas::mas::reference_prompts::resolve(self.prompts.as_deref())?;
         if questions.is_empty() {
             anyhow::bail!("no questions to run");
         }
         let dir = resolve_model(&self.model)?;
-        let config = latentmas::model::config::Qwen3Config::from_file(&dir.join("config.json"))?;
+        startup.prompts_s = t.elapsed().as_secs_f64();
+        let (model, tokenizer) = load_model_and_tokenizer(&dir, &mut startup)?;
         let max_context = match self.max_context {
             Some(n) => usize::try_from(n).context("--max-context")?,
-            None => config.max_position_embeddings,
+            None => model.config.max_position_embeddings,
         };
-        let tokenizer = Tokenizer::load(&dir)?;
         check_context(&tokenizer, &prompts, cfg, questions, max_context)?;
+        let t = Instant::now();
         let largest_batch = questions
             .chunks(self.batch)
             .map(|c| batch_slots(&tokenizer, &prompts, cfg, c))
@@ -171,14 +179,13 @@ impl MethodArgs {
             .into_iter()
             .max()
             .unwrap_or(0);
-        drop(tokenizer);
         let budget = match self.kv_budget.as_str() {
             "auto" => KvBudget::Tokens(largest_batch),
             s => s.parse::<KvBudget>()?,
         };
         let slots = match budget {
             KvBudget::Tokens(t) => t,
-            KvBudget::Bytes(b) => (b / latentmas::kv::KvBuffer::bytes_per_token(&config)) as usize,
+            KvBudget::Bytes(b) => (b / latentmas::kv::KvBuffer::bytes_per_token(&model.config)) as usize,
         };
         if slots < largest_batch {
             anyhow::bail!(
@@ -186,8 +193,13 @@ impl MethodArgs {
                 self.kv_budget
             );
         }
-        let mut engine = Engine::open_on(&dir, budget, device)?;
+        startup.kv_sizing_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut engine = Engine::from_parts(&dir, model, tokenizer, budget, device)?;
         engine.set_max_context(max_context)?;
+        startup.engine_s = t.elapsed().as_secs_f64();
+        startup.kv_bytes = engine.kv.bytes();
+        let t = Instant::now();
         let align = if cfg.method == Method::Latent {
             let realign = self.realign && !self.no_realign;
             let (al, cache) = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), realign)?;
@@ -198,7 +210,10 @@ impl MethodArgs {
         } else {
             None
         };
-        Ok(Session { engine, prompts, align, cfg: cfg.clone() })
+        startup.alignment_s = t.elapsed().as_secs_f64();
+        startup.total_s = start.elapsed().as_secs_f64();
+        startup.sample_rss();
+        Ok(Session { engine, prompts, align, cfg: cfg.clone(), startup })
     }
 }
 
@@ -208,6 +223,8 @@ pub struct Session {
     pub prompts: latentmas::mas::prompts::PromptSet,
     pub align: Option<Alignment>,
     pub cfg: RunConfig,
+    /// Where the time before the first prefill went.
+    pub startup: Startup,
 }
 
 impl Session {
@@ -249,6 +266,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --question TEXT or --questions FILE"),
     };
     let mut session = a.method.open(&cfg, &questions)?;
+    if !a.json {
+        println!("{}", session.startup.line());
+    }
+    let mut startup = Some(session.startup.clone());
     let mut first_trace = true;
     for chunk in questions.chunks(a.method.batch) {
         let out = session.run(chunk)?;
@@ -260,14 +281,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         for report in &out.reports {
             if a.json {
-                latentmas::output::print_line(&serde_json::to_string(report)?)?;
-            // one write(2) per line
+                // the first line also says where the time before the first prefill went; one write(2) per line
+                let line = match startup.take() {
+                    Some(startup) => serde_json::to_string(&WithStartup { report, startup })?,
+                    None => serde_json::to_string(report)?,
+                };
+                latentmas::output::print_line(&line)?;
             } else {
                 print_report(report);
             }
         }
     }
     Ok(())
+}
+
+/// A report line with the process's startup breakdown appended (`run --json`, first line).
+#[derive(serde::Serialize)]
+struct WithStartup<'a> {
+    #[serde(flatten)]
+    report: &'a QuestionReport,
+    startup: Startup,
 }
 
 fn print_report(r: &QuestionReport) {

@@ -1,15 +1,68 @@
 //! A weight matrix in host memory, in the dtype the checkpoint gave (bf16 stays bf16: a Qwen3-8B must fit in
-//! 24 GiB), or f32. f16 checkpoints are widened to f32 at load time (exact; costs 2× memory).
+//! 24 GiB), or f32. f16 checkpoints are widened to f32 at load time (exact; costs 2× memory). A tensor whose
+//! bytes can be used as they lie in the checkpoint is not copied at all: it borrows the memory-mapped file.
+
+use std::sync::Arc;
 
 use half::bf16;
+use memmap2::Mmap;
 
-use crate::backend::cpu::mem::advise_huge_pages;
+/// The elements of a matrix: an owned vector, or a range of a memory-mapped checkpoint file read in place
+/// (the page cache's copy, shared with every process that maps the file, and resident only once read).
+/// Derefs to `[T]`.
+#[derive(Clone)]
+pub enum Elems<T> {
+    Owned(Vec<T>),
+    Mapped { map: Arc<Mmap>, offset: usize, len: usize },
+}
+
+impl<T: bytemuck::Pod> Elems<T> {
+    /// `len` elements at byte `offset` of `map`, or `None` when they cannot be used in place: out of bounds,
+    /// not aligned for `T`, or a big-endian host (checkpoints are little-endian).
+    pub fn mapped(map: Arc<Mmap>, offset: usize, len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        let end = offset.checked_add(bytes)?;
+        let aligned = (map.as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<T>());
+        (end <= map.len() && aligned && cfg!(target_endian = "little")).then_some(Elems::Mapped { map, offset, len })
+    }
+
+    /// True when the elements are read in place from a mapped file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, Elems::Mapped { .. })
+    }
+}
+
+impl<T: bytemuck::Pod> std::ops::Deref for Elems<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Elems::Owned(v) => v,
+            // alignment and bounds were checked in `Elems::mapped`
+            Elems::Mapped { map, offset, len } => {
+                bytemuck::cast_slice(&map[*offset..*offset + *len * std::mem::size_of::<T>()])
+            }
+        }
+    }
+}
+
+impl<T> From<Vec<T>> for Elems<T> {
+    fn from(v: Vec<T>) -> Self {
+        Elems::Owned(v)
+    }
+}
+
+impl<T: bytemuck::Pod> std::fmt::Debug for Elems<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_mapped() { "mapped" } else { "owned" };
+        write!(f, "Elems({kind}, {} elements)", self.len())
+    }
+}
 
 /// Element storage of a [`WeightMatrix`].
 #[derive(Debug, Clone)]
 pub enum WeightData {
-    F32(Vec<f32>),
-    Bf16(Vec<bf16>),
+    F32(Elems<f32>),
+    Bf16(Elems<bf16>),
 }
 
 /// A row-major `[rows, cols]` matrix. For a linear layer, rows = output features, cols = input features
@@ -22,14 +75,24 @@ pub struct WeightMatrix {
 }
 
 impl WeightMatrix {
-    pub fn f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+    pub fn f32(rows: usize, cols: usize, data: impl Into<Elems<f32>>) -> Self {
+        let data = data.into();
         assert_eq!(data.len(), rows * cols, "WeightMatrix::f32: data length");
         WeightMatrix { rows, cols, data: WeightData::F32(data) }
     }
 
-    pub fn bf16(rows: usize, cols: usize, data: Vec<bf16>) -> Self {
+    pub fn bf16(rows: usize, cols: usize, data: impl Into<Elems<bf16>>) -> Self {
+        let data = data.into();
         assert_eq!(data.len(), rows * cols, "WeightMatrix::bf16: data length");
         WeightMatrix { rows, cols, data: WeightData::Bf16(data) }
+    }
+
+    /// True when the matrix is read in place from the memory-mapped checkpoint.
+    pub fn is_mapped(&self) -> bool {
+        match &self.data {
+            WeightData::F32(v) => v.is_mapped(),
+            WeightData::Bf16(v) => v.is_mapped(),
+        }
     }
 
     /// Bytes held in memory (what one pass over the matrix streams).
@@ -60,37 +123,5 @@ impl WeightMatrix {
             self.row_f32(r, chunk);
         }
         out
-    }
-
-    /// Stacks matrices with equal `cols` on top of each other (q|k|v and gate|up fusion: one pass over the
-    /// weights per projection group instead of three or two).
-    pub fn stack(parts: &[WeightMatrix]) -> WeightMatrix {
-        let cols = parts[0].cols;
-        assert!(parts.iter().all(|p| p.cols == cols), "WeightMatrix::stack: column mismatch");
-        let rows = parts.iter().map(|p| p.rows).sum();
-        match &parts[0].data {
-            WeightData::F32(_) => {
-                let mut v = Vec::with_capacity(rows * cols);
-                advise_huge_pages(&mut v);
-                for p in parts {
-                    match &p.data {
-                        WeightData::F32(d) => v.extend_from_slice(d),
-                        WeightData::Bf16(d) => v.extend(d.iter().map(|x| x.to_f32())),
-                    }
-                }
-                WeightMatrix::f32(rows, cols, v)
-            }
-            WeightData::Bf16(_) => {
-                let mut v = Vec::with_capacity(rows * cols);
-                advise_huge_pages(&mut v);
-                for p in parts {
-                    match &p.data {
-                        WeightData::Bf16(d) => v.extend_from_slice(d),
-                        WeightData::F32(d) => v.extend(d.iter().map(|&x| bf16::from_f32(x))),
-                    }
-                }
-                WeightMatrix::bf16(rows, cols, v)
-            }
-        }
     }
 }

@@ -3,6 +3,7 @@
 //! of real shapes).
 
 pub mod config;
+pub mod finite;
 pub mod hub;
 pub mod matrix;
 pub mod qwen3;
