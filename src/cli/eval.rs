@@ -24,8 +24,9 @@ pub struct Args {
     /// Results JSONL (appended; finished items are skipped on a rerun).
     #[arg(long)]
     out: PathBuf,
-    /// The interpreter that runs model-written code (mbppplus, humanevalplus); it must import numpy.
-    /// `tools/install_sandbox_python.sh` sets one up and prints its path.
+    /// The interpreter that runs model-written code (mbppplus, humanevalplus); it must import numpy as
+    /// the sandbox's user (nobody when run as root). `tools/install_sandbox_python.sh` sets one up and
+    /// prints its path.
     #[arg(long, env = latentmas::eval::code_exec::PYTHON_ENV, default_value = "python3")]
     python: PathBuf,
 }
@@ -76,9 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     opts.exec.python = a.python;
     let run = eval::run_eval(&mut solver, &items, &opts)?;
     if let Some(info) = &run.sandbox {
-        if let Some(note) = &info.note {
-            eprintln!("note: {note}");
-        }
+        eprintln!("code sandbox: {info}");
     }
     println!("{}", run.summary);
     println!("({} item(s) run now, {} resumed from {})", run.ran, run.resumed, a.out.display());

@@ -7,7 +7,8 @@
 //! - [`question`]: one record → `{question}` string + gold, per task.
 //! - [`extract`]: answer extraction and normalisation (`\boxed{…}`, numbers, python blocks).
 //! - [`score`]: [`Gold`], [`predict`] (what `latentmas extract` prints), [`score`](score::score).
-//! - [`code_exec`]: sandboxed `python3` for mbpp+ / humaneval+.
+//! - [`code_exec`]: sandboxed `python3` for mbpp+ / humaneval+ (`code_sandbox`: the namespaces and process
+//!   tree; `sandbox_interrupt`: sandboxes die on SIGINT/SIGTERM).
 //! - [`record`]: the results JSONL ([`Record`]) with crash-safe appends.
 //! - [`runner`]: the [`Solver`] trait the engine implements and [`run_eval`] (batches, resume, progress).
 //! - [`summary`]: [`Summary`] (accuracy, 95% Wilson interval, tokens, latent steps, time) and its table.
@@ -22,17 +23,19 @@
 
 pub mod chart;
 pub mod code_exec;
+mod code_sandbox;
 pub mod dataset;
 pub mod extract;
 pub mod question;
 pub mod record;
 pub mod report;
 pub mod runner;
+mod sandbox_interrupt;
 pub mod score;
 pub mod summary;
 pub mod task;
 
-pub use code_exec::{ExecConfig, ExecOutcome, ExecStatus, NetIsolation, SandboxInfo};
+pub use code_exec::{ExecConfig, ExecOutcome, ExecStatus, Isolation, SandboxInfo};
 pub use dataset::{load, Dataset, Item, LoadWarning};
 pub use record::Record;
 pub use report::{build_report, Report};
