@@ -37,8 +37,9 @@ pub struct Args {
     /// data and settings, and refuses records made differently).
     #[arg(long)]
     out: PathBuf,
-    /// The interpreter that runs model-written code (mbppplus, humanevalplus); it must import numpy.
-    /// `tools/install_sandbox_python.sh` sets one up and prints its path.
+    /// The interpreter that runs model-written code (mbppplus, humanevalplus); it must import numpy as
+    /// the sandbox's user (nobody when run as root). `tools/install_sandbox_python.sh` sets one up and
+    /// prints its path.
     #[arg(long, env = latentmas::eval::code_exec::PYTHON_ENV, default_value = "python3")]
     python: PathBuf,
 }
@@ -109,9 +110,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut solver = EngineSolver { session, label };
     let run = eval::run_eval_in(&mut solver, &dataset.items, &opts, &mut store)?;
     if let Some(info) = &run.sandbox {
-        if let Some(note) = &info.note {
-            eprintln!("note: {note}");
-        }
+        eprintln!("code sandbox: {info}");
     }
     println!("{}", run.summary);
     let shard = a.shard.map(|s| format!(", shard {s}")).unwrap_or_default();

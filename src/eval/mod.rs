@@ -7,7 +7,8 @@
 //! - [`question`]: one record → `{question}` string + gold, per task.
 //! - [`extract`]: answer extraction and normalisation (`\boxed{…}`, numbers, python blocks).
 //! - [`score`]: [`Gold`], [`predict`] (what `latentmas extract` prints), [`score`](score::score).
-//! - [`code_exec`]: sandboxed `python3` for mbpp+ / humaneval+.
+//! - [`code_exec`]: sandboxed `python3` for mbpp+ / humaneval+ (`code_sandbox`: the namespaces and process
+//!   tree; `sandbox_interrupt`: sandboxes die on SIGINT/SIGTERM).
 //! - [`record`]: the results JSONL ([`Record`]) with crash-safe, locked appends ([`ResultsStore`]).
 //! - [`provenance`]: what produced a record ([`Provenance`]: model fingerprint, device, data hash, settings).
 //! - [`shard`]: `--shard I/N` ([`Shard`]), one of N disjoint slices of a benchmark.
@@ -24,6 +25,7 @@
 
 pub mod chart;
 pub mod code_exec;
+mod code_sandbox;
 pub mod dataset;
 pub mod extract;
 pub mod provenance;
@@ -31,12 +33,13 @@ pub mod question;
 pub mod record;
 pub mod report;
 pub mod runner;
+mod sandbox_interrupt;
 pub mod score;
 pub mod shard;
 pub mod summary;
 pub mod task;
 
-pub use code_exec::{ExecConfig, ExecOutcome, ExecStatus, NetIsolation, SandboxInfo};
+pub use code_exec::{ExecConfig, ExecOutcome, ExecStatus, Isolation, SandboxInfo};
 pub use dataset::{load, Dataset, Item, LoadWarning};
 pub use provenance::Provenance;
 pub use record::{Record, ResultsStore};

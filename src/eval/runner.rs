@@ -150,8 +150,7 @@ pub struct EvalRun {
     pub resumed: usize,
     /// Items solved and scored in this run.
     pub ran: usize,
-    /// The sandbox check of code tasks (`None` for other tasks or when nothing ran); its `note` says
-    /// when the programs ran as root because `nobody` could not reach a Python with numpy.
+    /// The sandbox check of code tasks (`None` for other tasks or when nothing ran): the isolation in force.
     pub sandbox: Option<SandboxInfo>,
 }
 
@@ -194,11 +193,8 @@ pub fn run_eval_in<S: Solver + ?Sized>(
 
     let (exec, sandbox) = if task.is_code() && !todo.is_empty() {
         let (exec, info) = code_exec::prepare(&opts.exec)?;
-        if let Some(note) = &info.note {
-            tracing::warn!("{note}");
-        }
-        if !info.network_isolated {
-            tracing::warn!("code scoring runs WITH network access: this kernel refuses a new network namespace");
+        if !info.isolation.read_only_root {
+            tracing::warn!("code sandbox: {info}");
         }
         (exec, Some(info))
     } else {
