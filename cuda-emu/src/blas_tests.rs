@@ -109,7 +109,7 @@ fn sync(s: usize) {
 
 #[test]
 fn column_major_product_runs_on_the_stream_and_beta_zero_ignores_nan() {
-    context();
+    let _serial = context();
     let s = stream(CU_STREAM_NON_BLOCKING);
     let (h, g) = base(s);
     assert_eq!(gemm(h, &g), CUBLAS_STATUS_SUCCESS);
@@ -120,7 +120,7 @@ fn column_major_product_runs_on_the_stream_and_beta_zero_ignores_nan() {
 
 #[test]
 fn transposed_a_with_a_padded_leading_dimension() {
-    context();
+    let _serial = context();
     let s = stream(CU_STREAM_NON_BLOCKING);
     let (h, mut g) = base(s);
     // A stored as Aᵀ (3×2) with lda = 4: columns [1 2 3 pad] and [4 5 6 pad]; pads are NaN and never read
@@ -137,7 +137,7 @@ fn transposed_a_with_a_padded_leading_dimension() {
 
 #[test]
 fn transposed_b_alpha_and_beta() {
-    context();
+    let _serial = context();
     let s = stream(CU_STREAM_NON_BLOCKING);
     let (h, mut g) = base(s);
     // B stored as Bᵀ (2×3, ldb = 2): rows of B become columns: [7 8], [9 10], [11 12]
@@ -154,7 +154,7 @@ fn transposed_b_alpha_and_beta() {
 
 #[test]
 fn bf16_inputs_with_bf16_output_round_to_nearest_even() {
-    context();
+    let _serial = context();
     let s = stream(CU_STREAM_NON_BLOCKING);
     let h = handle(s);
     // 1×1×2: 1·256 + 1·1 = 257, halfway between the bf16 neighbours 256 and 258: rounds to even (256);
@@ -200,7 +200,7 @@ fn bf16_inputs_with_bf16_output_round_to_nearest_even() {
 
 #[test]
 fn bad_arguments_return_the_documented_status() {
-    context();
+    let _serial = context();
     let s = stream(CU_STREAM_NON_BLOCKING);
     let (h, g) = base(s);
     let cases: Vec<(&str, G, BlasStatus)> = vec![

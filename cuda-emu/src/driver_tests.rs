@@ -9,7 +9,7 @@ use crate::testing::*;
 
 #[test]
 fn allocations_are_aligned_poisoned_distinct_and_checked_after_free() {
-    context();
+    let _serial = context();
     let a = alloc(1000);
     let b = alloc(3);
     assert_eq!((a % 256, b % 256), (0, 0));
@@ -34,7 +34,7 @@ fn allocations_are_aligned_poisoned_distinct_and_checked_after_free() {
 /// blocking stream does.
 #[test]
 fn non_blocking_streams_do_not_wait_for_the_legacy_stream() {
-    context();
+    let _serial = context();
     for (flags, waits) in [(CU_STREAM_NON_BLOCKING, false), (0, true)] {
         let (src, dst) = (alloc(64), alloc(64));
         let s = stream(flags);
@@ -59,7 +59,7 @@ fn non_blocking_streams_do_not_wait_for_the_legacy_stream() {
 /// once); a page-locked one is read when the copy runs.
 #[test]
 fn async_copies_stage_pageable_memory_and_read_page_locked_memory_late() {
-    context();
+    let _serial = context();
     let d = alloc(4);
     let s = stream(CU_STREAM_NON_BLOCKING);
     // SAFETY: live buffers; the page-locked buffer is freed after the synchronisation.
@@ -91,7 +91,7 @@ fn async_copies_stage_pageable_memory_and_read_page_locked_memory_late() {
 /// graph.
 #[test]
 fn capture_refuses_unsafe_calls_and_is_invalidated() {
-    context();
+    let _serial = context();
     let s = stream(CU_STREAM_NON_BLOCKING);
     // SAFETY: live stream; out-pointers valid.
     unsafe {
@@ -133,7 +133,7 @@ fn alloc_outside_capture_fails_here() -> CuResult {
 /// Captured work does not run at capture time; every launch of the instantiated graph replays it.
 #[test]
 fn graphs_replay_captured_work() {
-    context();
+    let _serial = context();
     let (a, b) = (alloc(16), alloc(16));
     let s = stream(CU_STREAM_NON_BLOCKING);
     // SAFETY: live buffers and stream; out-pointers valid.

@@ -10,8 +10,14 @@ pub fn ok(r: CuResult) {
     assert_eq!(r, CUDA_SUCCESS, "CUDA call failed");
 }
 
-/// Initialises the driver and makes the primary context current (never released: tests share it).
-pub fn context() {
+/// Tests run one at a time: a free or a context synchronisation in one would run another's queued work,
+/// which the tests of laziness check is still pending.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Initialises the driver and makes the primary context current (never released: tests share it); holds
+/// the test lock until dropped.
+pub fn context() -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: valid out-pointers.
     unsafe {
         ok(cuInit(0));
@@ -19,6 +25,7 @@ pub fn context() {
         ok(cuDevicePrimaryCtxRetain(&mut ctx, 0));
         ok(cuCtxSetCurrent(ctx));
     }
+    guard
 }
 
 pub fn alloc(bytes: usize) -> u64 {
