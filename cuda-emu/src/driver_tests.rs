@@ -184,3 +184,24 @@ fn error_names_and_strings() {
         assert!(s.is_null());
     }
 }
+
+/// A kernel parameter that points into freed memory is reported as the GPU reports an illegal address:
+/// a sticky fault at the next synchronisation. (Checked on the parameter bytes directly: no module needed.)
+#[test]
+fn stale_device_pointers_in_kernel_parameters_are_reported() {
+    let _serial = context();
+    let p = alloc(64);
+    // SAFETY: freed once.
+    ok(unsafe { cuMemFree_v2(p) });
+    let call = crate::kernel::KernelCall {
+        name: c"latentmas_rmsnorm".to_owned(),
+        grid: [1; 3],
+        block: [32, 1, 1],
+        shared_bytes: 0,
+        max_dyn_shared: 48 * 1024,
+        params: [(p + 8).to_le_bytes(), [0; 8]].concat(),
+    };
+    let (code, msg) = call.run().unwrap_err();
+    assert_eq!(code, CUDA_ERROR_ILLEGAL_ADDRESS);
+    assert!(msg.contains("latentmas_rmsnorm") && msg.contains("freed"), "{msg}");
+}

@@ -74,6 +74,21 @@ impl KernelCall {
     }
 
     pub fn run(&self) -> Result<(), (CuResult, String)> {
+        // A parameter holding an address inside freed device memory: the kernel would use a stale pointer.
+        for (i, w) in self.params.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(w.try_into().expect("8 bytes")) as usize;
+            if let Some(base) = crate::memory::freed_base(v) {
+                return Err((
+                    CUDA_ERROR_ILLEGAL_ADDRESS,
+                    format!(
+                        "kernel {}: parameter bytes [{}, {}) hold {v:#x}, inside the freed allocation at {base:#x}",
+                        self.describe(),
+                        8 * i,
+                        8 * i + 8
+                    ),
+                ));
+            }
+        }
         let l = LmasLaunch {
             kernel: self.name.as_ptr(),
             grid: self.grid,

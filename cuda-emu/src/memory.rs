@@ -175,3 +175,16 @@ pub fn is_pinned(addr: usize, len: usize) -> bool {
     let h = heap();
     h.pinned.range(..=addr).next_back().is_some_and(|(&b, &(n, _))| addr >= b && addr.saturating_add(len) <= b + n)
 }
+
+/// The freed allocation `addr` points into, if any (addresses are never reused, so such a value is a stale
+/// device pointer).
+pub fn freed_base(addr: usize) -> Option<usize> {
+    let h = heap();
+    if h.base == 0 || addr < h.base || addr >= h.next {
+        return None;
+    }
+    match classify(&h, addr, 1) {
+        Err(Bad::Freed(b)) => Some(b),
+        _ => None,
+    }
+}
