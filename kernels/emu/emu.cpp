@@ -37,6 +37,9 @@ extern "C" {
 /* Bounds of the static shared memory section (weak: absent when no kernel declares __shared__). */
 extern unsigned char __start_lmas_emu_shared[] __attribute__((weak));
 extern unsigned char __stop_lmas_emu_shared[] __attribute__((weak));
+/* Bounds of the ops' by-name registrations (LMAS_EMU_ENTRY). */
+extern const lmas_emu::OpEntry __start_lmas_emu_ops[] __attribute__((weak));
+extern const lmas_emu::OpEntry __stop_lmas_emu_ops[] __attribute__((weak));
 }
 
 #if LMAS_EMU_TSAN
@@ -80,8 +83,6 @@ constexpr size_t kFiberStack = 128 * 1024;
 constexpr size_t kPage = 4096;
 /* Poisoned bytes after the dynamic shared memory whose change means a write past its end. */
 constexpr size_t kGuardBytes = 256;
-/* What a GPU accepts without opting in to more (cudaFuncAttributeMaxDynamicSharedMemorySize). */
-constexpr uint32_t kMaxDynShared = 48 * 1024;
 
 enum St : uint8_t { READY, AT_BARRIER, AT_WARP, DONE };
 
@@ -700,18 +701,26 @@ int unknown_kernel(const char* op, const char* kernel, LmasEmuError* err) {
     return err->code;
 }
 
-int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOptions* opts, LmasEmuError* err) {
+int params_size_mismatch(const char* kernel, size_t got, size_t want, LmasEmuError* err) {
+    err->code = LMAS_EMU_PARAMS_SIZE;
+    snprintf(err->message, sizeof err->message,
+             "%s: launched with %zu bytes of parameters; its parameter struct has %zu", kernel, got, want);
+    return err->code;
+}
+
+int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOptions* opts, LmasEmuError* err,
+           uint32_t max_dyn_shared) {
     clear_error(err);
     const unsigned n = l.block[0] * l.block[1] * l.block[2];
     const uint64_t blocks = (uint64_t)l.grid[0] * l.grid[1] * l.grid[2];
     if (n == 0 || n > 1024 || l.block[2] > 64 || blocks == 0 || l.grid[1] > 65535 || l.grid[2] > 65535 ||
-        l.grid[0] > 0x7fffffffu || l.shared_bytes > kMaxDynShared) {
+        l.grid[0] > 0x7fffffffu || l.shared_bytes > max_dyn_shared) {
         err->code = LMAS_EMU_BAD_LAUNCH;
         snprintf(err->message, sizeof err->message,
                  "%s: launch a GPU refuses: grid (%u,%u,%u), block (%u,%u,%u), %u bytes of dynamic shared memory "
-                 "(limits: 1..1024 threads, grid.y/z <= 65535, <= %u bytes without opting in)",
+                 "(limits: 1..1024 threads, grid.y/z <= 65535, <= %u bytes granted)",
                  l.kernel, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.shared_bytes,
-                 kMaxDynShared);
+                 max_dyn_shared);
         return err->code;
     }
     int mode = opts && opts->mode != LMAS_EMU_MODE_AUTO ? (int)opts->mode : mode_from_env();
@@ -882,4 +891,20 @@ extern "C" uint32_t lmas_emu_build_flags(void) {
     f |= 2u;
 #endif
     return f;
+}
+
+extern "C" int lmas_emu_launch_named(const char* kernel, const LmasLaunch* l, const void* params, size_t params_bytes,
+                                     uint32_t max_dyn_shared, const LmasEmuOptions* o, LmasEmuError* e) {
+    lmas_emu::clear_error(e);
+    if (__start_lmas_emu_ops != nullptr) {
+        for (const lmas_emu::OpEntry* op = __start_lmas_emu_ops; op < __stop_lmas_emu_ops; op++) {
+            const int rc = op->run(kernel, *l, params, params_bytes, max_dyn_shared, o, e);
+            if (rc >= 0) {
+                return rc;
+            }
+        }
+    }
+    e->code = LMAS_EMU_UNKNOWN_KERNEL;
+    snprintf(e->message, sizeof e->message, "kernel %s is not in the host emulator", kernel ? kernel : "(null)");
+    return e->code;
 }

@@ -104,8 +104,13 @@ uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width, cons
 void* dyn_shared();
 [[noreturn]] void trap(const char* file, unsigned line, const char* what);
 
-/* One launch of `fn(ctx)` per CUDA thread over the grid; fills `err` and returns its code. */
-int launch(const LmasLaunch& l, void (*fn)(void*), void* ctx, const LmasEmuOptions* opts, LmasEmuError* err);
+/* Dynamic shared memory a GPU grants without the function opting in to more. */
+constexpr uint32_t kDefaultMaxDynShared = 48 * 1024;
+
+/* One launch of `fn(ctx)` per CUDA thread over the grid; fills `err` and returns its code. `max_dyn_shared`
+ * is the most dynamic shared memory the launch may ask for (a driver raises it for functions that opted in). */
+int launch(const LmasLaunch& l, void (*fn)(void*), void* ctx, const LmasEmuOptions* opts, LmasEmuError* err,
+           uint32_t max_dyn_shared = kDefaultMaxDynShared);
 
 template <class P>
 struct KernelRef {
@@ -114,6 +119,7 @@ struct KernelRef {
 };
 
 int plan_error(const char* op, const LmasPlan& plan, LmasEmuError* err);
+int params_size_mismatch(const char* kernel, size_t got, size_t want, LmasEmuError* err);
 int unknown_kernel(const char* op, const char* kernel, LmasEmuError* err);
 void clear_error(LmasEmuError* err);
 
@@ -151,6 +157,40 @@ int run_plan(const char* op, void (*planner)(const P*, LmasPlan*), const KernelR
     }
     return LMAS_EMU_OK;
 }
+
+/* One kernel launched by name with its parameter bytes (an emulated driver's cuLaunchKernel). */
+template <class P, size_t N>
+int run_named(const KernelRef<P> (&kernels)[N], const char* name, const LmasLaunch& l, const void* params,
+              size_t params_bytes, uint32_t max_dyn_shared, const LmasEmuOptions* opts, LmasEmuError* err) {
+    const KernelRef<P>* k = nullptr;
+    for (size_t j = 0; j < N; j++) {
+        if (strcmp(kernels[j].name, name) == 0) {
+            k = &kernels[j];
+        }
+    }
+    if (k == nullptr) {
+        return -1;  // not this op's kernel
+    }
+    clear_error(err);
+    if (params_bytes != sizeof(P)) {
+        return params_size_mismatch(name, params_bytes, sizeof(P), err);
+    }
+    P p;
+    memcpy(&p, params, sizeof(P));
+    struct Ctx {
+        void (*fn)(P);
+        const P* p;
+    } ctx{k->fn, &p};
+    return launch(l, [](void* c) { static_cast<Ctx*>(c)->fn(*static_cast<Ctx*>(c)->p); }, &ctx, opts, err,
+                  max_dyn_shared);
+}
+
+/* An op's kernels as the by-name lookup sees them (one entry per LMAS_EMU_ENTRY, in section lmas_emu_ops). */
+struct OpEntry {
+    const char* op;
+    int (*run)(const char* name, const LmasLaunch& l, const void* params, size_t params_bytes,
+               uint32_t max_dyn_shared, const LmasEmuOptions* opts, LmasEmuError* err);
+};
 
 template <class T>
 inline uint64_t to_bits(const T& v) {
@@ -278,12 +318,19 @@ inline unsigned long long max(unsigned long long a, unsigned long long b) { retu
 /* Dynamic shared memory of the launch (plan.shared_bytes), poisoned before every block. */
 #define LMAS_DYN_SHARED(T, name) T* name = reinterpret_cast<T*>(::lmas_emu::dyn_shared())
 
-/* The emulation entry of an op: `lmas_emu_<op>(params, options, error)`, running the planned launches. */
+/* The emulation entry of an op: `lmas_emu_<op>(params, options, error)`, running the planned launches; and
+ * its kernels registered for `lmas_emu_launch_named` (a launch by kernel name, as a driver makes it). */
 #define LMAS_KERNEL(fn) {#fn, fn}
 #define LMAS_EMU_ENTRY(op, Params, ...)                                                                      \
+    static const ::lmas_emu::KernelRef<Params> lmas_emu_kernels_##op[] = {__VA_ARGS__};                        \
     extern "C" int lmas_emu_##op(const Params* p, const LmasEmuOptions* o, LmasEmuError* e) {                 \
-        static const ::lmas_emu::KernelRef<Params> kernels[] = {__VA_ARGS__};                                  \
-        return ::lmas_emu::run_plan(#op, lmas_plan_##op, kernels, p, o, e);                                     \
-    }
+        return ::lmas_emu::run_plan(#op, lmas_plan_##op, lmas_emu_kernels_##op, p, o, e);                       \
+    }                                                                                                        \
+    static int lmas_emu_named_##op(const char* name, const LmasLaunch& l, const void* params, size_t bytes,   \
+                                   uint32_t max_dyn, const LmasEmuOptions* o, LmasEmuError* e) {              \
+        return ::lmas_emu::run_named(lmas_emu_kernels_##op, name, l, params, bytes, max_dyn, o, e);             \
+    }                                                                                                        \
+    __attribute__((used, section("lmas_emu_ops"), aligned(8))) static const ::lmas_emu::OpEntry                \
+        lmas_emu_op_##op = {#op, lmas_emu_named_##op};
 
 #endif /* LMAS_EMU_H */

@@ -8,6 +8,7 @@
 #ifndef LMAS_EMU_API_H
 #define LMAS_EMU_API_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -63,6 +64,16 @@ typedef struct LmasLayoutEntry {
     uint64_t size;
 } LmasLayoutEntry;
 const LmasLayoutEntry* lmas_layout_table(uint32_t* count);
+
+/* Runs ONE kernel by its symbol name with the parameter bytes a driver assembled for it (an emulated
+ * cuLaunchKernel): the kernel's single argument is its op's params struct, so `params_bytes` must equal that
+ * struct's size. `max_dyn_shared` is the dynamic shared memory limit the caller grants (48 KiB unless the
+ * function opted in to more). Returns LMAS_EMU_UNKNOWN_KERNEL when no op of this build has that kernel. */
+#define LMAS_EMU_UNKNOWN_KERNEL 10
+#define LMAS_EMU_PARAMS_SIZE 11 /* params_bytes differs from the kernel's parameter struct */
+struct LmasLaunch;
+int lmas_emu_launch_named(const char* kernel, const struct LmasLaunch* launch, const void* params,
+                          size_t params_bytes, uint32_t max_dyn_shared, const LmasEmuOptions* o, LmasEmuError* e);
 
 /* Negative tests of the emulator's checks (kernels/emu/selftest.cu, emulation build only). */
 #define LMAS_EMU_TEST_RACE 0          /* thread 0 writes shared s[0], all read it, no barrier */

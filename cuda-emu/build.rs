@@ -1,0 +1,46 @@
+//! Build script: the host emulator and every `kernels/<op>.cu`, compiled exactly as the main crate's
+//! build.rs compiles them for emulation (C++20, `-DLMAS_EMU`, libc only), with the bit-exact bf16 fallback
+//! (no CUDA headers needed), into the static library this crate's kernel launches call.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let kdir = root.parent().expect("crate inside the repository").join("kernels");
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={}", kdir.display());
+    let base = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .cpp_link_stdlib(None)
+            .std("c++20")
+            .flag("-x")
+            .flag("c++")
+            .include(&kdir)
+            .define("LMAS_EMU", "1")
+            .define("LMAS_EMU_TSAN", "0")
+            .define("LMAS_EMU_HAVE_CUDA_BF16", "0")
+            .flag("-fno-exceptions")
+            .flag("-fno-rtti")
+            .flag("-fno-threadsafe-statics")
+            .flag("-fno-strict-aliasing")
+            .flag("-Wno-unknown-pragmas")
+            .pic(true)
+            .warnings(true)
+            .opt_level(2);
+        b
+    };
+    let runtime = base().files(list(&kdir.join("emu"), "cpp")).compile_intermediates();
+    base().files(list(&kdir, "cu")).files(list(&kdir.join("emu"), "cu")).objects(runtime).compile("cuda_emu_kernels");
+}
