@@ -28,7 +28,7 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
 fn weights(m: usize, k: usize, bf: bool) -> WeightMatrix {
     let v = values(m * k, 7);
     if bf {
-        WeightMatrix::bf16(m, k, v.iter().map(|&x| bf16::from_f32(x)).collect())
+        WeightMatrix::bf16(m, k, v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())
     } else {
         WeightMatrix::f32(m, k, v)
     }

@@ -195,7 +195,11 @@ mod tests {
         // integers: every order sums them exactly, so every path gives the same bits.
         let (n, m, k) = (9, 21, 200);
         let x: Vec<f32> = (0..n * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-        let w = WeightMatrix::bf16(m, k, (0..m * k).map(|i| bf16::from_f32(((i * 5) % 11) as f32 - 5.0)).collect());
+        let w = WeightMatrix::bf16(
+            m,
+            k,
+            (0..m * k).map(|i| bf16::from_f32(((i * 5) % 11) as f32 - 5.0)).collect::<Vec<_>>(),
+        );
         let mut want = vec![0f32; n * m];
         assert!(matmul_bf16_on(Bf16Kernel::Portable, &x, n, &w, &mut want));
         for kernel in Bf16Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
