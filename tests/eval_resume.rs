@@ -321,6 +321,12 @@ fn shards_cover_the_items_once_and_merge_to_the_whole() {
         assert_eq!((again.ran, again.resumed), (0, run.ran));
         files.push(out);
     }
+    // More shards than items: an empty shard still leaves its (empty) file, so a merge of all shards works.
+    let empty = dir.join("shard-11-of-12.jsonl");
+    let o =
+        EvalOptions { shard: Some(eval::Shard { index: 11, count: 12 }), provenance: made_by("A"), ..opts(&empty, 2) };
+    assert_eq!(eval::run_eval(&mut Arith::new("m"), &items, &o).expect("runs").ran, 0);
+    assert_eq!(std::fs::read(&empty).ok(), Some(Vec::new()));
     let merged = eval::build_report(&files).expect("merges");
     let key = |r: &Record| (r.id.clone(), r.prediction.clone(), r.correct, r.output.clone(), r.provenance.clone());
     let mut got: Vec<_> = merged.records.iter().map(key).collect();

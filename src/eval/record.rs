@@ -126,9 +126,10 @@ pub struct ResultsStore {
     path: PathBuf,
     /// What the file held when it was opened (after cutting a crash's partial line).
     pub existing: ResultsFile,
-    /// The file did not exist before: remove it again if nothing gets written.
+    /// The file did not exist before: remove it again unless a record was written or the run finished
+    /// (a shard with no items still leaves its, empty, file for the merge).
     created: bool,
-    appended: bool,
+    keep: bool,
 }
 
 impl ResultsStore {
@@ -190,7 +191,7 @@ impl ResultsStore {
             );
             file.set_len(existing.complete_len).map_err(|e| Error::io(path, e))?;
         }
-        Ok(ResultsStore { file, path: path.to_path_buf(), existing, created: !existed, appended: false })
+        Ok(ResultsStore { file, path: path.to_path_buf(), existing, created: !existed, keep: false })
     }
 
     pub fn path(&self) -> &Path {
@@ -203,16 +204,20 @@ impl ResultsStore {
             serde_json::to_vec(record).map_err(|e| Error::Json { path: self.path.clone(), message: e.to_string() })?;
         line.push(b'\n');
         // One write of the whole line: a crash leaves at most this line partial.
-        self.file.write_all(&line).map_err(|e| Error::io(&self.path, e))?;
-        self.appended = true;
-        Ok(())
+        self.keep = true;
+        self.file.write_all(&line).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// The run finished: keep the file even when it holds no record.
+    pub fn finish(&mut self) {
+        self.keep = true;
     }
 }
 
 impl Drop for ResultsStore {
     fn drop(&mut self) {
         // A run that failed before its first record leaves no empty file behind (still under the lock).
-        if self.created && !self.appended {
+        if self.created && !self.keep {
             let _ = std::fs::remove_file(&self.path);
         }
     }

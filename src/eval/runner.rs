@@ -249,6 +249,7 @@ pub fn run_eval_in<S: Solver + ?Sized>(
         }
     }
     bar.finish();
+    store.finish();
 
     let ran = new_records.len();
     let all = selected.iter().filter_map(|it| done.get(&it.id).or_else(|| new_records.get(&it.id)));

@@ -12,7 +12,12 @@ log() { echo "slurm single_node: $*" >&2; }
 [[ "$(id -u)" == 0 ]] || { log "error: needs root (installs packages, starts daemons)"; exit 1; }
 
 stop() {
-  for d in slurmd slurmctld; do pkill -x "$d" 2>/dev/null || true; done
+  # By the pid files this configuration gives the daemons: never another instance by name.
+  local d f
+  for d in slurmd slurmctld; do
+    f="${STATE}/${d}.pid"
+    [[ -s "$f" ]] && kill "$(cat "$f")" 2>/dev/null || true
+  done
   log "stopped slurmd and slurmctld"
 }
 
