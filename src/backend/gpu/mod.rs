@@ -189,7 +189,7 @@ impl<B> Grow<B> {
     /// True when `fit(len, elem)` would have to reallocate.
     pub fn would_grow(&self, len: usize, elem: usize) -> bool {
         let need = len.saturating_mul(elem).max(1);
-        !self.buf.as_ref().is_some_and(|b| b.bytes() >= need)
+        self.buf.as_ref().is_none_or(|b| b.bytes() < need)
     }
 
     /// Makes room for `len` elements of `elem` bytes; returns true when the buffer moved.
