@@ -17,7 +17,7 @@ pub fn fresh_buffers_read_as_zero<D: Device>(dev: &mut D) {
         let c = DevBuf::alloc(dev, BYTES).unwrap();
         c.upload(dev, 0, &vec![0xA5u8; BYTES]).unwrap();
         c.download(dev, 0, &mut host).unwrap();
-        if let Some(i) = first_nonzero(&host, 0xA5) {
+        if let Some(i) = first_nonzero(&host[..], 0xA5) {
             panic!(
                 "round {round}: byte {i} of an uploaded buffer reads {:#x}: its zeroing ran after the upload",
                 host[i]
@@ -28,14 +28,14 @@ pub fn fresh_buffers_read_as_zero<D: Device>(dev: &mut D) {
         // SAFETY: both buffers hold BYTES bytes and do not overlap.
         unsafe { dev.copy(c.addr(), a.addr(), BYTES) }.unwrap();
         c.download(dev, 0, &mut host).unwrap();
-        if let Some(i) = first_nonzero(&host, 0) {
+        if let Some(i) = first_nonzero(&host[..], 0) {
             panic!("round {round}: byte {i} copied out of a fresh buffer reads {:#x}, not 0", host[i]);
         }
         // a download right after the allocation reads zeros
         let b = DevBuf::alloc(dev, BYTES).unwrap();
         host.fill(0x5A);
         b.download(dev, 0, &mut host).unwrap();
-        if let Some(i) = first_nonzero(&host, 0) {
+        if let Some(i) = first_nonzero(&host[..], 0) {
             panic!("round {round}: byte {i} of a fresh buffer reads {:#x}, not 0", host[i]);
         }
     }
