@@ -32,7 +32,7 @@ const BLOCK: usize = 256;
 /// The first non-finite element of `bytes` (little-endian `kind` values) as (index, value), or `None`.
 pub fn first_non_finite(kind: FloatKind, bytes: &[u8]) -> Option<(usize, f32)> {
     match kind {
-        FloatKind::F32 => scan::<4>(bytes, 0x7F80_0000, |b| f32::from_le_bytes(b)),
+        FloatKind::F32 => scan::<4>(bytes, 0x7F80_0000, f32::from_le_bytes),
         FloatKind::Bf16 => scan::<2>(bytes, 0x7F80, |b| bf16::from_le_bytes(b).to_f32()),
         FloatKind::F16 => scan::<2>(bytes, 0x7C00, |b| f16::from_le_bytes(b).to_f32()),
     }
