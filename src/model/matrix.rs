@@ -75,14 +75,22 @@ pub struct WeightMatrix {
 }
 
 impl WeightMatrix {
-    pub fn f32(rows: usize, cols: usize, data: impl Into<Elems<f32>>) -> Self {
-        let data = data.into();
+    pub fn f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        Self::f32_elems(rows, cols, data.into())
+    }
+
+    pub fn bf16(rows: usize, cols: usize, data: Vec<bf16>) -> Self {
+        Self::bf16_elems(rows, cols, data.into())
+    }
+
+    /// [`WeightMatrix::f32`] over owned or mapped elements.
+    pub fn f32_elems(rows: usize, cols: usize, data: Elems<f32>) -> Self {
         assert_eq!(data.len(), rows * cols, "WeightMatrix::f32: data length");
         WeightMatrix { rows, cols, data: WeightData::F32(data) }
     }
 
-    pub fn bf16(rows: usize, cols: usize, data: impl Into<Elems<bf16>>) -> Self {
-        let data = data.into();
+    /// [`WeightMatrix::bf16`] over owned or mapped elements.
+    pub fn bf16_elems(rows: usize, cols: usize, data: Elems<bf16>) -> Self {
         assert_eq!(data.len(), rows * cols, "WeightMatrix::bf16: data length");
         WeightMatrix { rows, cols, data: WeightData::Bf16(data) }
     }

@@ -248,9 +248,8 @@ impl SafetensorFiles {
             .par_chunks(block)
             .enumerate()
             .map(|(b, chunk)| self.finite(e, name, cols, b * block / kind.size(), kind, chunk))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect()
+            .find_first(|r| r.is_err())
+            .unwrap_or(Ok(()))
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<WeightMatrix> {
@@ -258,11 +257,10 @@ impl SafetensorFiles {
         let kind = float_kind(e.dtype, name)?;
         let map = &self.files[e.file].map;
         let in_place = match e.dtype {
-            Dtype::BF16 => {
-                Elems::<bf16>::mapped(map.clone(), e.offset, rows * cols).map(|v| WeightMatrix::bf16(rows, cols, v))
-            }
+            Dtype::BF16 => Elems::<bf16>::mapped(map.clone(), e.offset, rows * cols)
+                .map(|v| WeightMatrix::bf16_elems(rows, cols, v)),
             Dtype::F32 => {
-                Elems::<f32>::mapped(map.clone(), e.offset, rows * cols).map(|v| WeightMatrix::f32(rows, cols, v))
+                Elems::<f32>::mapped(map.clone(), e.offset, rows * cols).map(|v| WeightMatrix::f32_elems(rows, cols, v))
             }
             _ => None,
         };
@@ -332,9 +330,8 @@ impl SafetensorFiles {
                 }
                 self.finite(e, name, cols, b * block / kind.size(), kind, chunk)
             })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect::<Result<()>>()?;
+            .find_first(|r| r.is_err())
+            .unwrap_or(Ok(()))?;
         if cfg!(target_endian = "big") {
             // the file's little-endian elements, swapped to the host's order
             for el in dst.chunks_exact_mut(kind.size()) {
