@@ -3,8 +3,13 @@
 //! GEMM summation order and the GPU's math differ). Without a driver or device each test prints
 //! `SKIP (no CUDA device)` and returns: a skipped test is never evidence that the cuda path works. The CPU
 //! half (the probe never panics and fails in one line) always runs.
+//!
+//! Without a GPU, `LATENTMAS_CUDA_EMU=<dir>` (tools/test.sh sets it from tools/cuda_emu.sh) runs the whole
+//! binary on the emulated CUDA driver and cuBLAS of cuda-emu/: the real `CudaDevice`, end to end.
 
 mod common;
+#[path = "common/cuda_emu.rs"]
+mod cuda_emu;
 mod gpu_checks;
 
 use gpu_checks::*;
@@ -240,5 +245,53 @@ fn cuda_sync_check_names_the_faulting_kernel() {
         "LATENTMAS_CUDA_SYNC_CHECK",
     ] {
         assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+}
+
+/// `latentmas run --device cuda --trace` equals `--device cpu` on the confident tiny-trained model: prompt ids,
+/// KV lengths and generated ids of every agent, and as many fed latent vectors (their low bits differ: bf16).
+#[test]
+fn cli_run_on_cuda_traces_like_cpu() {
+    if !device_or_skip("cli_run_on_cuda_traces_like_cpu") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lm-cuda-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut traces = Vec::new();
+    for device in ["cpu", "cuda"] {
+        let path = dir.join(format!("trace_{device}.json"));
+        let out = std::process::Command::new(latentmas_bin())
+            .args(["run", "--model", "tests/data/tiny-trained", "--question", "What is 12 plus 30?"])
+            .args(["--method", "latent", "--latent-steps", "3", "--max-new-tokens", "12", "--device", device])
+            .arg("--trace")
+            .arg(&path)
+            .output()
+            .expect("run latentmas");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "--device {device} failed:\n{err}");
+        if device == "cuda" {
+            assert!(!err.contains("falling back"), "{err}");
+        }
+        traces.push(serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&path).unwrap()).unwrap());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (c, g) = (traces[0]["agents"].as_array().unwrap(), traces[1]["agents"].as_array().unwrap());
+    assert_eq!(c.len(), g.len());
+    for (x, y) in c.iter().zip(g) {
+        for key in ["role", "prompt_ids", "kv_len_before", "kv_len_after", "generated_ids"] {
+            assert_eq!(x[key], y[key], "{key}");
+        }
+        assert_eq!(x["latent_inputs"].as_array().map(|a| a.len()), y["latent_inputs"].as_array().map(|a| a.len()));
+    }
+    assert!(c.last().unwrap()["generated_ids"].as_array().is_some_and(|a| !a.is_empty()));
+}
+
+/// The CLI: the one cargo built, or `bin/latentmas` of the GPU bundle (tools/gpu_bundle.sh), run from its folder.
+fn latentmas_bin() -> std::path::PathBuf {
+    let built = std::path::PathBuf::from(env!("CARGO_BIN_EXE_latentmas"));
+    if built.exists() {
+        built
+    } else {
+        std::path::PathBuf::from("bin/latentmas")
     }
 }

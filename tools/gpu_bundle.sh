@@ -6,6 +6,8 @@
 #   tests/<name>           the GPU test binaries (TESTS below), run from DIR so tests/data resolves
 #   tests/data/            the fixtures those tests read
 #   run.sh                 the check itself (tools/gpu_bundle/run.sh): see its header
+#   cuda-emu/              the emulated CUDA driver + cuBLAS (tools/cuda_emu.sh), used only by run.sh --emulated:
+#                          proves the bundle here, on a machine without a GPU
 #   MANIFEST               git revision, build host, sizes
 # The bundle must stay under 60 MiB (checked here).
 #
@@ -47,6 +49,10 @@ done
 mkdir -p "$DIR/tests/data"
 cp -r tests/data/golden tests/data/qwen3-tokenizer tests/data/prompts_tiny.json "$DIR/tests/data/"
 for m in tests/data/tiny-*; do cp -r "$m" "$DIR/tests/data/"; done
+EMU="$(tools/cuda_emu.sh)"
+mkdir -p "$DIR/cuda-emu"
+strip -o "$DIR/cuda-emu/libcuda_emu.so" "$(readlink -f "$EMU/libcuda.so.1")"
+for name in libcuda.so libcuda.so.1 libcublas.so libcublas.so.13; do ln -s libcuda_emu.so "$DIR/cuda-emu/$name"; done
 cp tools/gpu_bundle/run.sh "$DIR/run.sh"
 chmod +x "$DIR/run.sh"
 {

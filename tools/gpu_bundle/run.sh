@@ -11,8 +11,10 @@
 #      once into $MODELS, 17 GB for both);
 #   5. the cuda tests again under compute-sanitizer memcheck, racecheck, synccheck, initcheck, where it exists.
 # Exit status: 0 all passed, 1 something failed, 2 no CUDA device.
+# --emulated runs everything on the bundle's emulated CUDA driver and cuBLAS (cuda-emu/) instead of the
+# machine's: the check of the bundle itself on a machine without a GPU (slow: use it with --no-bench).
 #
-#   usage: run.sh [--no-bench] [--no-sanitizer] [OUT]     (OUT default: ./gpu_check_out)
+#   usage: run.sh [--emulated] [--no-bench] [--no-sanitizer] [OUT]     (OUT default: ./gpu_check_out)
 #   env:   MODELS (default ${TMPDIR:-/tmp}/latentmas-gpu-check-models), STEP_TIMEOUT seconds per step (300),
 #          SANITIZER_TIMEOUT seconds per sanitizer run (90; four tools x each test binary)
 set -uo pipefail
@@ -20,6 +22,7 @@ BUNDLE="$(cd "$(dirname "$0")" && pwd)"
 bench=1 sanitizer=1
 while [[ $# -gt 0 && "$1" == --* ]]; do
   case "$1" in
+    --emulated) export LD_LIBRARY_PATH="$BUNDLE/cuda-emu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
     --no-bench) bench=0 ;;
     --no-sanitizer) sanitizer=0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 64 ;;
