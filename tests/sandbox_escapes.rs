@@ -9,6 +9,8 @@
 //!     env LATENTMAS_PYTHON=$LATENTMAS_PYTHON target/release/deps/sandbox_escapes-<hash>   # as nobody
 //! ```
 //! (`LATENTMAS_PYTHON`: an interpreter the tests' user can run, e.g. tools/install_sandbox_python.sh's.)
+//! As root, run them once more with `LATENTMAS_SANDBOX_NO_USERNS=1`: the path taken where the kernel
+//! refuses user namespaces (root-owned namespaces, the program drops to nobody itself).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

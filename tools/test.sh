@@ -2,7 +2,7 @@
 # The full test suite, as CI runs it, on a machine with only a Rust toolchain and python3:
 # - installs the pinned CUDA 13.0 compiler wheels (so build.rs compiles the kernels with nvcc; nothing CUDA is
 #   needed to RUN the tests) and the code sandbox's Python (a venv with numpy, tools/install_sandbox_python.sh);
-# - runs every test;
+# - runs every test (as root, the code sandbox's tests also without user namespaces and as nobody);
 # - reruns the kernel tests with the emulator in ThreadSanitizer mode (one OS thread per CUDA thread; catches
 #   missing barriers), built in its own target directory (target/tsan) so that target/release keeps binaries
 #   free of libtsan; the last step checks that it did.
@@ -15,6 +15,20 @@ LATENTMAS_PYTHON="$(tools/install_sandbox_python.sh)"
 export LATENTMAS_PYTHON
 # --nocapture: tests that cannot run here (no ../shared, no CUDA device, no valgrind) say SKIP in the log.
 cargo test --release "$@" -- --nocapture
+# The code sandbox's other two paths, when we are root: root-owned namespaces (where the kernel refuses
+# user namespaces), and an ordinary user (nobody) running the evaluator.
+if [[ "$(id -u)" == 0 && $# == 0 ]]; then
+  LATENTMAS_SANDBOX_NO_USERNS=1 cargo test --release --test sandbox_escapes --test eval_code_exec -- --nocapture
+  for t in sandbox_escapes eval_code_exec; do
+    bin="$(cargo test --release --test "$t" --no-run --message-format=json 2>/dev/null \
+      | python3 -c 'import json, sys; print([json.loads(l)["executable"] for l in sys.stdin if "\"executable\":\"" in l][-1])')"
+    if setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$bin"; then
+      setpriv --reuid=65534 --regid=65534 --clear-groups env LATENTMAS_PYTHON="$LATENTMAS_PYTHON" "$bin" --nocapture
+    else
+      echo "SKIP ($t as nobody: uid 65534 cannot reach $bin)"
+    fi
+  done
+fi
 # A first sanitizer build starts from a copy of the release build (cargo's fingerprints are relative to the
 # target directory), so only this crate is rebuilt, not every dependency.
 if [[ ! -d target/tsan/release ]]; then

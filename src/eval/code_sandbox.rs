@@ -273,12 +273,18 @@ pub struct Run {
 /// Set once root has found that user namespaces do not work here: later runs go straight to the
 /// namespaces root creates itself (the program then drops to nobody in H).
 static ROOT_WITHOUT_USER_NS: AtomicBool = AtomicBool::new(false);
+/// Set (to anything) to make root skip the user namespace from the start: for kernels whose user
+/// namespaces misbehave, and to test that path.
+pub const ROOT_WITHOUT_USER_NS_ENV: &str = "LATENTMAS_SANDBOX_NO_USERNS";
 
 /// Runs the plan with a wall-clock `timeout` (namespace set-up and interpreter start-up included).
 /// As root, a sandbox whose user namespace the kernel refuses (disabled, or without the capabilities
 /// to mount, as under some LSM policies) is retried once with root-owned namespaces.
 pub fn run(plan: &mut Plan, timeout: Duration, tail_bytes: u64) -> Result<Run, SetupError> {
     sandbox_interrupt::install();
+    if plan.am_root && std::env::var_os(ROOT_WITHOUT_USER_NS_ENV).is_some() {
+        ROOT_WITHOUT_USER_NS.store(true, Ordering::Relaxed);
+    }
     plan.user_ns = !plan.am_root || !ROOT_WITHOUT_USER_NS.load(Ordering::Relaxed);
     match run_once(plan, timeout, tail_bytes) {
         Err(SetupError::Step { step, .. }) if plan.am_root && plan.user_ns && step.needs_user_ns() => {
