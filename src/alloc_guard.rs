@@ -123,7 +123,9 @@ fn admit(grow: usize) {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
     let b = current_bound();
-    if b.is_null() {
+    // A panicking thread is not stopped: its hook may hold the process's backtrace and stderr locks, and a
+    // thread stopped holding them would block every later panic.
+    if b.is_null() || std::thread::panicking() {
         return;
     }
     // SAFETY: a bound is set only by run_bounded's thread, which holds an Arc of it for as long as it runs
