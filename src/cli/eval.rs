@@ -62,7 +62,7 @@ impl Solver for EngineSolver {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let family: Family = a.task.family().parse()?;
-    let cfg = a.method.run_config(family)?;
+    let cfg = a.method.run_config_for(family, Some(a.task))?;
     let dataset = eval::load(a.task, &a.data)?;
     for w in &dataset.warnings {
         eprintln!("warning: skipped {w}");
