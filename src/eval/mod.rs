@@ -11,7 +11,8 @@
 //! - [`record`]: the results JSONL ([`Record`]) with crash-safe appends.
 //! - [`runner`]: the [`Solver`] trait the engine implements and [`run_eval`] (batches, resume, progress).
 //! - [`summary`]: [`Summary`] (accuracy, 95% Wilson interval, tokens, latent steps, time) and its table.
-//! - [`report`] + [`chart`]: `latentmas report` (table over results files, SVG chart).
+//! - [`report`] + [`chart`]: `latentmas report` (table over results files, SVG chart), with
+//!   [`label_layout`] (point labels that never overlap) and [`bar_chart`] (accuracy per task × method).
 //!
 //! Typical use (the CLI):
 //! ```ignore
@@ -20,10 +21,12 @@
 //! println!("{}", run.summary);
 //! ```
 
+pub mod bar_chart;
 pub mod chart;
 pub mod code_exec;
 pub mod dataset;
 pub mod extract;
+pub mod label_layout;
 pub mod question;
 pub mod record;
 pub mod report;
