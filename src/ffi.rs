@@ -611,6 +611,7 @@ unsafe fn run_config(p: &LmRunParams) -> Res<RunConfig> {
             seed: p.seed,
         },
         max_new_tokens: p.max_new_tokens as usize,
+        text_mas_context_length: crate::mas::run::REFERENCE_CONTEXT_LENGTH,
     };
     cfg.validate().map_err(|e| from_error(e, false))?;
     Ok(cfg)

@@ -43,6 +43,7 @@ fn batch_of_three_equals_three_single_runs() {
                 compat_reference: false,
                 sampling: SamplingParams::greedy(),
                 max_new_tokens: 10,
+                text_mas_context_length: latentmas::mas::run::REFERENCE_CONTEXT_LENGTH,
             };
             let questions: Vec<String> = QUESTIONS.iter().map(|q| q.to_string()).collect();
             let batch = run_batch(&mut engine, &prompts, Some(&align), &cfg, &questions).unwrap();

@@ -42,6 +42,7 @@ fn config(case: &Value) -> RunConfig {
         compat_reference: case["m0_empty_cache"].as_bool().unwrap(),
         sampling: SamplingParams::greedy(),
         max_new_tokens: 12,
+        text_mas_context_length: latentmas::mas::run::REFERENCE_CONTEXT_LENGTH,
     }
 }
 

@@ -30,6 +30,7 @@ fn summarizer_sees_the_chain_layout_of_independent_experts() {
         compat_reference: false,
         sampling: SamplingParams::greedy(),
         max_new_tokens: 4,
+        text_mas_context_length: latentmas::mas::run::REFERENCE_CONTEXT_LENGTH,
     };
     let out = run_batch(&mut engine, &prompts, Some(&align), &cfg, &["What is 12 plus 30?".to_string()]).unwrap();
     let trace = &out.traces[0];
@@ -89,6 +90,7 @@ fn parallel_differs_from_the_chain_where_experts_would_see_predecessors() {
         compat_reference: false,
         sampling: SamplingParams::greedy(),
         max_new_tokens: 2,
+        text_mas_context_length: latentmas::mas::run::REFERENCE_CONTEXT_LENGTH,
     };
     let q = ["What is 12 plus 30?".to_string()];
     let par = run_batch(&mut engine, &prompts, Some(&align), &cfg, &q).unwrap();

@@ -9,6 +9,11 @@ transformers' own apply_chat_template (add_generation_prompt=True, thinking not 
 tests/data/golden/reference_prompt_ids.json. The Rust fidelity test (tests/prompt_fidelity.rs) renders the
 same prompts with our PromptSet + minijinja + tokenizers and requires identical ids.
 
+"runs" holds, for every task family and every method and topology, the prompt ids of each agent whose
+prompt does not depend on generated text (all LatentMAS agents; the single agent; the TextMAS agents that see
+no context), rendered as the reference's run.py renders them with its defaults (think off). tests/
+prompt_fidelity.rs compares them with the `--trace` of `latentmas run --preset reference --prompts reference`.
+
 Run from the repository root:  python3 tools/golden_prompts.py
 """
 import json
@@ -38,6 +43,24 @@ CASES = [
 ]
 
 
+# One question per family, written for these goldens, shaped like that family's formatted questions.
+RUN_QUESTIONS = {
+    "math": QUESTION,
+    "mc": "Which of these is a mammal?\na: shark\nb: dolphin\nc: trout\nd: octopus",
+    "medqa": "A patient has a fever and a cough. What is the next step?\nA. rest\nB. antibiotics\nC. surgery\nD. x-ray",
+    "code": "Please provide a self-contained Python script that solves the following problem in a markdown code block:\n```python\nYOUR_PYTHON_CODE\n```:\nWrite a function add(a, b) returning a + b.\nYour answer will be tested on test cases like:\nassert add(1, 2) == 3\n",
+}
+ROLES = ["planner", "critic", "refiner", "judger"]
+# (method, topology, roles whose prompt ids are known before any text is generated)
+RUNS = [
+    ("latent", "sequential", ROLES),
+    ("latent", "hierarchical", ROLES),
+    ("single", "sequential", ["judger"]),
+    ("text", "sequential", ["planner"]),
+    ("text", "hierarchical", ["planner", "critic", "refiner"]),
+]
+
+
 def lookup(prompts, mt, role, family):
     if role is None:
         keys = [f"baseline/{family}"] + (["baseline/mc"] if family == "medqa" else [])
@@ -63,8 +86,23 @@ def main():
         ids = tok(text, add_special_tokens=False)["input_ids"]
         out.append({"method_topology": mt, "role": role, "family": family, "key": key, "think": think,
                     "question": QUESTION, "ctx": CTX, "ids": ids})
-    json.dump({"generator": "python3 tools/golden_prompts.py", "cases": out}, open(OUT, "w"), indent=1)
-    print(f"wrote {len(out)} cases to {OUT}")
+    runs = []
+    for family, question in RUN_QUESTIONS.items():
+        for method, topology, roles in RUNS:
+            agents = []
+            for role in roles:
+                if method == "single":
+                    key, template = lookup(prompts, None, None, family)
+                else:
+                    key, template = lookup(prompts, f"{method}_{topology}", role, family)
+                user = template.replace("{question}", question).replace("{ctx}", "")
+                msgs = [{"role": "system", "content": prompts["_system"]}, {"role": "user", "content": user}]
+                text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+                agents.append({"role": role, "key": key, "ids": tok(text, add_special_tokens=False)["input_ids"]})
+            runs.append({"method": method, "topology": topology, "family": family, "question": question,
+                         "agents": agents})
+    json.dump({"generator": "python3 tools/golden_prompts.py", "cases": out, "runs": runs}, open(OUT, "w"), indent=1)
+    print(f"wrote {len(out)} cases and {len(runs)} runs to {OUT}")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ pub fn e2e_config(method: Method, latent_steps: usize, new_tokens: usize) -> Run
         compat_reference: false,
         sampling: SamplingParams::greedy(),
         max_new_tokens: new_tokens,
+        text_mas_context_length: crate::mas::run::REFERENCE_CONTEXT_LENGTH,
     }
 }
 

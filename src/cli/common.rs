@@ -9,28 +9,34 @@ pub struct SamplingArgs {
     /// Greedy decoding (argmax); overrides the sampling flags.
     #[arg(long)]
     pub greedy: bool,
-    /// Sampling temperature (reference: 0.6).
-    #[arg(long, default_value_t = 0.6)]
-    pub temperature: f32,
-    /// Keep the K most likely tokens (0 = no cut; reference: 20).
-    #[arg(long, default_value_t = 20)]
-    pub top_k: usize,
-    /// Keep the smallest set of tokens whose mass reaches P (reference: 0.95).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Random seed of the sampler.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Sampling temperature [default: 0.6, the reference's].
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Keep the K most likely tokens (0 = no cut) [default: 20, the reference's].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose mass reaches P [default: 0.95, the reference's].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Random seed of the sampler [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 impl SamplingArgs {
+    /// The flags over our defaults (the reference's sampling, seed 0).
     pub fn params(&self) -> latentmas::Result<SamplingParams> {
+        self.params_over(SamplingParams::default())
+    }
+
+    /// The flags given, the rest from `base` (a preset's settings or our defaults).
+    pub fn params_over(&self, base: SamplingParams) -> latentmas::Result<SamplingParams> {
         let p = SamplingParams {
             greedy: self.greedy,
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            seed: self.seed,
+            temperature: self.temperature.unwrap_or(base.temperature),
+            top_k: self.top_k.unwrap_or(base.top_k),
+            top_p: self.top_p.unwrap_or(base.top_p),
+            seed: self.seed.unwrap_or(base.seed),
         };
         p.validate()?;
         Ok(p)

@@ -78,7 +78,7 @@ impl Solver for EngineSolver {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let family: Family = a.task.family().parse()?;
-    let cfg = a.method.run_config(family)?;
+    let cfg = a.method.run_config_for(family, Some(a.task))?;
     if a.limit == Some(0) {
         anyhow::bail!("--limit must be at least 1 (it keeps the first N items)");
     }

@@ -9,6 +9,7 @@ mod extract;
 mod ffi_flags;
 mod generate;
 mod kernels;
+mod preset;
 mod prompts;
 mod report;
 mod run;

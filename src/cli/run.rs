@@ -14,6 +14,7 @@ use latentmas::model::hub::resolve_model;
 use latentmas::startup::{load_model_and_tokenizer, Startup};
 
 use super::common::{write_atomic, DeviceArg, SamplingArgs};
+use super::preset::{resolve, Given, ReproArgs};
 
 /// Latent steps per agent when `--latent-steps` is not given for a LatentMAS run.
 pub const DEFAULT_LATENT_STEPS: usize = 10;
@@ -49,10 +50,14 @@ pub struct MethodArgs {
     /// `latentmas prompts import` (default: the built-in set).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-    #[arg(long, default_value_t = 2048)]
-    pub max_new_tokens: usize,
+    /// Tokens the final agent (and each TextMAS agent) may generate [default: 4096, 20000 for AIME, as the
+    /// reference runs them].
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub repro: ReproArgs,
     /// KV buffer size: `auto` (what the batch needs), tokens (`8192tok`) or bytes (`2GiB`).
     #[arg(long, default_value = "auto")]
     pub kv_budget: String,
@@ -93,20 +98,32 @@ pub struct Args {
 
 impl MethodArgs {
     pub fn run_config(&self, family: Family) -> anyhow::Result<RunConfig> {
-        let latent_steps = match (self.method, self.latent_steps) {
-            (Method::Latent, m) => m.unwrap_or(DEFAULT_LATENT_STEPS),
-            (_, Some(m)) => m, // validate() names the flag
-            (_, None) => 0,
-        };
+        self.run_config_for(family, None)
+    }
+
+    /// The run's settings: explicit flags, then `--preset`, then our defaults (per `task` where one is known).
+    pub fn run_config_for(&self, family: Family, task: Option<latentmas::eval::Task>) -> anyhow::Result<RunConfig> {
+        let r = resolve(
+            &self.repro,
+            Given {
+                method: self.method,
+                task,
+                latent_steps: self.latent_steps,
+                compat_reference: self.compat.is_some(),
+                max_new_tokens: self.max_new_tokens,
+                sampling: &self.sampling,
+            },
+        )?;
         let cfg = RunConfig {
             method: self.method,
             topology: self.topology,
             family,
-            latent_steps,
+            latent_steps: r.latent_steps,
             think: self.think,
-            compat_reference: self.compat.is_some(),
-            sampling: self.sampling.params()?,
-            max_new_tokens: self.max_new_tokens,
+            compat_reference: r.compat_reference,
+            sampling: r.sampling,
+            max_new_tokens: r.max_new_tokens,
+            text_mas_context_length: r.text_mas_context_length,
         };
         cfg.validate()?;
         if self.batch == 0 {
@@ -145,6 +162,9 @@ impl MethodArgs {
             ));
         }
         s.push_str(&format!("-max{}", cfg.max_new_tokens));
+        if cfg.method == Method::Text && cfg.text_mas_context_length != latentmas::mas::run::REFERENCE_CONTEXT_LENGTH {
+            s.push_str(&format!("-ctx{}", cfg.text_mas_context_length));
+        }
         s
     }
 

@@ -1,11 +1,16 @@
 //! A hand-written SVG chart of accuracy against cost: two panels, accuracy vs mean output tokens and
-//! accuracy vs seconds per item; one point per (task, method) with its 95% interval as an error bar.
+//! accuracy vs seconds per item; one point per (task, method) with its 95% interval as an error bar. Point
+//! labels are laid out by [`super::label_layout`] (never overlapping each other, a marker or the axes); a
+//! label with no room in its panel is listed under the panels instead. Reports over several tasks get a
+//! per-task accuracy × method bar chart below ([`super::bar_chart`]).
 //!
 //! Public operations:
 //! - [`render_svg`]: summaries → a standalone SVG document (string).
 
 use std::fmt::Write;
 
+use super::bar_chart;
+use super::label_layout::{layout, Rect};
 use super::summary::Summary;
 
 const WIDTH: f64 = 980.0;
@@ -16,16 +21,24 @@ const LEFT: f64 = 80.0;
 const TOP: f64 = 60.0;
 /// Horizontal distance between the two panels' left edges.
 const PANEL_STEP: f64 = 480.0;
-/// Approximate advance of one 11 px sans-serif character, for label overlap checks.
-const LABEL_CHAR_W: f64 = 6.2;
-/// Line height of an 11 px label.
-const LABEL_LINE_H: f64 = 13.0;
+/// Advance of one 11 px sans-serif character, for label boxes: generous (an average lowercase advance is
+/// about 5.6 px), so estimated boxes contain the drawn text.
+pub const LABEL_CHAR_W: f64 = 6.6;
+/// Line height of an 11 px label (ascent ≈ 9 px above the baseline, descent ≈ 3 px below).
+pub const LABEL_LINE_H: f64 = 13.0;
+/// Baseline of an 11 px label below the top of its box.
+const LABEL_BASELINE: f64 = 10.0;
+/// Radius of a point's marker.
+const MARKER_R: f64 = 5.0;
+/// Where the listing of labels that found no room starts, below the panels' axis titles.
+const OVERFLOW_TOP: f64 = HEIGHT - 10.0;
 /// How a panel reads its x value from a summary.
 type Metric = fn(&Summary) -> f64;
 /// Colour-blind-safe palette (Okabe–Ito), one colour per method.
-const PALETTE: [&str; 8] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
+pub const PALETTE: [&str; 8] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
 
-/// Renders the chart. With summaries of several tasks the labels name the task too.
+/// Renders the chart. With summaries of several tasks the labels name the task too, and a bar chart of
+/// accuracy per task and method follows the two panels.
 pub fn render_svg(summaries: &[Summary]) -> String {
     let mut methods: Vec<&str> = Vec::new();
     for s in summaries {
@@ -34,39 +47,60 @@ pub fn render_svg(summaries: &[Summary]) -> String {
         }
     }
     let many_tasks = summaries.windows(2).any(|w| w[0].task != w[1].task);
-    let mut svg = String::new();
+    let mut body = String::new();
     let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
+        body,
         r#"<text x="{}" y="28" font-size="16" text-anchor="middle">Accuracy against cost (95% Wilson intervals)</text>"#,
         WIDTH / 2.0
     );
     let panels: [(&str, Metric); 2] =
         [("mean output tokens", |s| s.mean_output_tokens), ("seconds per item", |s| s.seconds_per_item)];
+    let mut overflow: Vec<(String, &str)> = Vec::new();
     for (i, (xlabel, xval)) in panels.iter().enumerate() {
         let x0 = LEFT + PANEL_STEP * i as f64;
         let xmax = summaries.iter().map(xval).fold(0.0, f64::max);
-        panel(&mut svg, x0, xlabel, xmax, summaries, *xval, &methods, many_tasks);
+        for (label, colour) in panel(&mut body, x0, xlabel, xmax, summaries, *xval, &methods, many_tasks) {
+            overflow.push((format!("{label} ({xlabel})"), colour));
+        }
     }
+    let mut height = HEIGHT;
+    if !overflow.is_empty() {
+        // Labels the panels had no room for, one per line, in their point's colour.
+        for (k, (label, colour)) in overflow.iter().enumerate() {
+            let y = OVERFLOW_TOP + LABEL_LINE_H * (k + 1) as f64;
+            let _ = writeln!(
+                body,
+                r#"<text class="overflow" x="{LEFT}" y="{y}" font-size="11" fill="{colour}">● {}</text>"#,
+                escape(label)
+            );
+        }
+        height = OVERFLOW_TOP + LABEL_LINE_H * (overflow.len() + 1) as f64 + 10.0;
+    }
+    if many_tasks {
+        height += bar_chart::render(&mut body, height, WIDTH, summaries, &methods);
+    }
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    svg.push_str(&body);
     svg.push_str("</svg>\n");
     svg
 }
 
 #[allow(clippy::too_many_arguments)]
-fn panel(
+fn panel<'a>(
     svg: &mut String,
     x0: f64,
     xlabel: &str,
     xmax: f64,
     summaries: &[Summary],
     xval: Metric,
-    methods: &[&str],
+    methods: &'a [&'a str],
     many_tasks: bool,
-) {
+) -> Vec<(String, &'a str)> {
     let (step, top) = nice_axis(xmax);
     let px = |x: f64| x0 + x / top * PANEL_W;
     let py = |acc: f64| TOP + (1.0 - acc) * PANEL_H;
@@ -113,44 +147,57 @@ fn panel(
         x0 - 48.0,
         TOP + PANEL_H / 2.0
     );
-    // Label boxes already placed in this panel: (left, right, top, bottom).
-    let mut placed: Vec<(f64, f64, f64, f64)> = Vec::new();
+    let colour_of = |s: &Summary| PALETTE[methods.iter().position(|m| *m == s.method).unwrap_or(0) % PALETTE.len()];
+    let mut points = Vec::with_capacity(summaries.len());
     for s in summaries {
-        let colour = PALETTE[methods.iter().position(|m| *m == s.method).unwrap_or(0) % PALETTE.len()];
+        let colour = colour_of(s);
         let (x, y) = (px(xval(s)), py(s.accuracy));
         let (ylo, yhi) = (py(s.ci95.0), py(s.ci95.1));
         let _ = writeln!(svg, r#"<line x1="{x}" y1="{ylo}" x2="{x}" y2="{yhi}" stroke="{colour}"/>"#);
         for yc in [ylo, yhi] {
             let _ = writeln!(svg, r#"<line x1="{}" y1="{yc}" x2="{}" y2="{yc}" stroke="{colour}"/>"#, x - 4.0, x + 4.0);
         }
-        let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="5" fill="{colour}"/>"#);
-        let label = if many_tasks { format!("{} ({})", s.method, s.task) } else { s.method.clone() };
-        // Labels of points in the right part of a panel go to their left, so they stay inside the chart.
-        let (lx, anchor) = if x > x0 + 0.6 * PANEL_W { (x - 7.0, "end") } else { (x + 7.0, "start") };
-        let ly = free_row(&mut placed, lx, y - 7.0, label.chars().count() as f64 * LABEL_CHAR_W, anchor == "end");
+        let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="{MARKER_R}" fill="{colour}"/>"#);
+        points.push((x, y));
+    }
+    let labels: Vec<String> = summaries
+        .iter()
+        .map(|s| if many_tasks { format!("{} ({})", s.method, s.task) } else { s.method.clone() })
+        .collect();
+    let sizes: Vec<(f64, f64)> = labels.iter().map(|l| (label_width(l), LABEL_LINE_H)).collect();
+    // Inside the frame by a pixel, so no label touches the axes or reaches the tick labels outside it.
+    let area = Rect { left: x0 + 1.0, top: TOP + 1.0, right: x0 + PANEL_W - 1.0, bottom: bottom - 1.0 };
+    let mut overflow = Vec::new();
+    for (((s, label), &(x, y)), spot) in
+        summaries.iter().zip(&labels).zip(&points).zip(layout(&points, &sizes, MARKER_R, area))
+    {
+        let colour = colour_of(s);
+        let Some(r) = spot else {
+            overflow.push((label.clone(), colour));
+            continue;
+        };
+        // A label pushed away from its point gets a leader line to it.
+        if r.distance(x, y) > MARKER_R + 6.0 {
+            let (ex, ey) = r.nearest(x, y);
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{x}" y1="{y}" x2="{ex}" y2="{ey}" stroke="{colour}" stroke-width="0.6" stroke-dasharray="2 2"/>"#
+            );
+        }
         let _ = writeln!(
             svg,
-            r#"<text x="{lx}" y="{ly}" font-size="11" fill="{colour}" text-anchor="{anchor}">{}</text>"#,
-            escape(&label)
+            r#"<text class="point-label" x="{}" y="{}" font-size="11" fill="{colour}">{}</text>"#,
+            r.left,
+            r.top + LABEL_BASELINE,
+            escape(label)
         );
     }
+    overflow
 }
 
-/// The first baseline at or below `y` (in steps of one text line) where a label of `width` does not
-/// overlap the labels already placed; records its box. Greedy, which is enough for a handful of methods.
-fn free_row(placed: &mut Vec<(f64, f64, f64, f64)>, x: f64, y: f64, width: f64, ends_at_x: bool) -> f64 {
-    let (left, right) = if ends_at_x { (x - width, x) } else { (x, x + width) };
-    let mut base = y;
-    for _ in 0..20 {
-        let (top, bottom) = (base - LABEL_LINE_H + 2.0, base + 2.0);
-        let clash = placed.iter().any(|&(l, r, t, b)| left < r && l < right && top < b && t < bottom);
-        if !clash {
-            break;
-        }
-        base += LABEL_LINE_H;
-    }
-    placed.push((left, right, base - LABEL_LINE_H + 2.0, base + 2.0));
-    base
+/// The width a label's box is given (see [`LABEL_CHAR_W`]).
+pub fn label_width(label: &str) -> f64 {
+    label.chars().count() as f64 * LABEL_CHAR_W + 2.0
 }
 
 /// A tick step of 1, 2 or 5 × 10^k giving about five ticks, and the axis end (a multiple of the step
@@ -168,7 +215,7 @@ fn tick_label(v: f64, step: f64) -> String {
     format!("{v:.decimals$}")
 }
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -14,7 +14,8 @@
 //! - [`shard`]: `--shard I/N` ([`Shard`]), one of N disjoint slices of a benchmark.
 //! - [`runner`]: the [`Solver`] trait the engine implements and [`run_eval`] (batches, resume, progress).
 //! - [`summary`]: [`Summary`] (accuracy, 95% Wilson interval, tokens, latent steps, time) and its table.
-//! - [`report`] + [`chart`]: `latentmas report` (table over results files or merged shard files, SVG chart).
+//! - [`report`] + [`chart`]: `latentmas report` (table over results files or merged shard files, SVG chart),
+//!   with [`label_layout`] (point labels that never overlap) and [`bar_chart`] (accuracy per task × method).
 //!
 //! Typical use (the CLI):
 //! ```ignore
@@ -23,11 +24,13 @@
 //! println!("{}", run.summary);
 //! ```
 
+pub mod bar_chart;
 pub mod chart;
 pub mod code_exec;
 mod code_sandbox;
 pub mod dataset;
 pub mod extract;
+pub mod label_layout;
 pub mod provenance;
 pub mod question;
 pub mod record;

@@ -43,7 +43,14 @@ pub struct RunConfig {
     pub compat_reference: bool,
     pub sampling: SamplingParams,
     pub max_new_tokens: usize,
+    /// TextMAS: each agent sees the accumulated context cut like Python's `text[:n]` in characters
+    /// ([`REFERENCE_CONTEXT_LENGTH`], the reference's default, drops the last character).
+    pub text_mas_context_length: i64,
 }
+
+/// The reference's `--text_mas_context_length` default, -1: its `context[:-1]` drops the context's last
+/// character (one of the two newlines after the last agent's text).
+pub const REFERENCE_CONTEXT_LENGTH: i64 = -1;
 
 impl RunConfig {
     /// Rejects combinations that mean nothing, naming the flag.
@@ -350,8 +357,8 @@ impl Batch {
                 .iter()
                 .zip(&ctx)
                 .map(|(q, c)| {
-                    // The reference passes the context minus its last character (one of the two trailing newlines).
-                    let passed = if sees_ctx { drop_last_char(c) } else { "" };
+                    // The reference passes `context[:text_mas_context_length]` (by default minus its last character).
+                    let passed = if sees_ctx { py_prefix(c, cfg.text_mas_context_length) } else { "" };
                     agent_ids(&engine.tokenizer, prompts, cfg, spec, q, passed)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -532,8 +539,11 @@ fn first_text_phase(tok: &Tokenizer, prompts: &PromptSet, cfg: &RunConfig, quest
         .collect()
 }
 
-fn drop_last_char(s: &str) -> &str {
-    match s.char_indices().last() {
+/// Python's `s[:n]` on characters: n ≥ 0 keeps the first n, n < 0 drops the last |n| (all, if fewer).
+fn py_prefix(s: &str, n: i64) -> &str {
+    let chars = s.chars().count() as i64;
+    let keep = if n >= 0 { n.min(chars) } else { (chars + n).max(0) } as usize;
+    match s.char_indices().nth(keep) {
         Some((i, _)) => &s[..i],
         None => s,
     }
@@ -545,4 +555,21 @@ pub fn batch_slots(tok: &Tokenizer, prompts: &PromptSet, cfg: &RunConfig, questi
         .into_iter()
         .try_fold(0usize, |a, n| a.checked_add(n))
         .ok_or_else(|| Error::InvalidArgument("the batch's KV need overflows; lower --batch".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::py_prefix;
+
+    #[test]
+    fn context_cut_is_pythons_prefix_slice_on_characters() {
+        let s = "[Planner]:\nplan é\n\n";
+        assert_eq!(py_prefix(s, -1), "[Planner]:\nplan é\n");
+        assert_eq!(py_prefix(s, -3), "[Planner]:\nplan ");
+        assert_eq!(py_prefix(s, 4), "[Pla");
+        assert_eq!(py_prefix(s, 0), "");
+        assert_eq!(py_prefix(s, 1000), s);
+        assert_eq!(py_prefix(s, -1000), "");
+        assert_eq!(py_prefix("", -1), "");
+    }
 }

@@ -285,6 +285,7 @@ fn greedy_math(method: Method, topology: Topology, max_new: usize) -> RunConfig 
         compat_reference: false,
         sampling: SamplingParams::greedy(),
         max_new_tokens: max_new,
+        text_mas_context_length: latentmas::mas::run::REFERENCE_CONTEXT_LENGTH,
     }
 }
 
