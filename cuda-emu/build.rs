@@ -42,5 +42,12 @@ fn main() {
         b
     };
     let runtime = base().files(list(&kdir.join("emu"), "cpp")).compile_intermediates();
-    base().files(list(&kdir, "cu")).files(list(&kdir.join("emu"), "cu")).objects(runtime).compile("cuda_emu_kernels");
+    // Whole archive: each op registers its kernels through a linker section (`lmas_emu_ops`), and nothing
+    // else references an op's object file, so a plain static link would drop them all.
+    base()
+        .files(list(&kdir, "cu"))
+        .files(list(&kdir.join("emu"), "cu"))
+        .objects(runtime)
+        .link_lib_modifier("+whole-archive")
+        .compile("cuda_emu_kernels");
 }

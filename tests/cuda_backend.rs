@@ -230,9 +230,13 @@ fn cuda_sync_check_names_the_faulting_kernel() {
     let (rows, dim) = (4u32, 64u32);
     let weight = DevBuf::alloc(&mut dev, (dim * 2) as usize).unwrap();
     let out = DevBuf::alloc(&mut dev, (rows * dim * 2) as usize).unwrap();
-    let bogus = 256;
+    // A freed allocation (cuMemFree unmaps it): the emulated driver reports a read through it as an illegal
+    // address, as the GPU does; a never-mapped address such as 256 would crash the host emulator instead.
+    let freed = DevBuf::alloc(&mut dev, (rows * dim * 2) as usize).unwrap();
+    let bogus = freed.addr();
+    drop(freed);
     let p = RmsNormParams { x: bogus, weight: weight.addr(), out: out.addr(), rows, dim, eps: 1e-6, _pad: 0 };
-    // SAFETY: deliberately not: `x` addresses no allocation; the sync check must catch the fault here.
+    // SAFETY: deliberately not: `x` addresses freed memory; the sync check must catch the fault here.
     let err =
         unsafe { dev.launch(&p) }.expect_err("a launch reading unmapped memory passed the sync check").to_string();
     println!("{err}");

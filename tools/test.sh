@@ -13,8 +13,11 @@ CUDA_HOME="$(tools/install_cuda.sh)"
 export CUDA_HOME
 LATENTMAS_PYTHON="$(tools/install_sandbox_python.sh)"
 export LATENTMAS_PYTHON
+LATENTMAS_CUDA_EMU="$(tools/cuda_emu.sh)"
+export LATENTMAS_CUDA_EMU
 # --nocapture: tests that cannot run here (no ../shared, no CUDA device, no valgrind) say SKIP in the log.
 cargo test --release "$@" -- --nocapture
+cargo test --release -p cuda-emu
 # The code sandbox's other two paths, when we are root: root-owned namespaces (where the kernel refuses
 # user namespaces), and an ordinary user (nobody) running the evaluator.
 if [[ "$(id -u)" == 0 && $# == 0 ]]; then

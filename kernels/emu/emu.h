@@ -320,6 +320,16 @@ inline unsigned long long max(unsigned long long a, unsigned long long b) { retu
 
 /* The emulation entry of an op: `lmas_emu_<op>(params, options, error)`, running the planned launches; and
  * its kernels registered for `lmas_emu_launch_named` (a launch by kernel name, as a driver makes it). */
+/* `retain` keeps an op's entry through the linker's section GC (`used` alone does not): nothing references
+ * the entries except the weak `__start_`/`__stop_` bounds of their section. */
+#if defined(__has_attribute)
+#if __has_attribute(retain)
+#define LMAS_EMU_RETAIN __attribute__((retain))
+#endif
+#endif
+#ifndef LMAS_EMU_RETAIN
+#define LMAS_EMU_RETAIN
+#endif
 #define LMAS_KERNEL(fn) {#fn, fn}
 #define LMAS_EMU_ENTRY(op, Params, ...)                                                                      \
     static const ::lmas_emu::KernelRef<Params> lmas_emu_kernels_##op[] = {__VA_ARGS__};                        \
@@ -330,7 +340,7 @@ inline unsigned long long max(unsigned long long a, unsigned long long b) { retu
                                    uint32_t max_dyn, const LmasEmuOptions* o, LmasEmuError* e) {              \
         return ::lmas_emu::run_named(lmas_emu_kernels_##op, name, l, params, bytes, max_dyn, o, e);             \
     }                                                                                                        \
-    __attribute__((used, section("lmas_emu_ops"), aligned(8))) static const ::lmas_emu::OpEntry                \
+    LMAS_EMU_RETAIN __attribute__((used, section("lmas_emu_ops"), aligned(8))) static const ::lmas_emu::OpEntry \
         lmas_emu_op_##op = {#op, lmas_emu_named_##op};
 
 #endif /* LMAS_EMU_H */
