@@ -159,7 +159,7 @@ mod tests {
             assert!(p.baseline(family).unwrap().contains("{question}"));
         }
         assert!(p.missing().is_empty());
-        let partial = PromptSet::from_json(r#"{"_system": "S", "baseline/mc": "B"}"#, "t").unwrap();
+        let partial = PromptSet::from_json(r#"{"_system": "S", "baseline/mc": "B {question}"}"#, "t").unwrap();
         let missing = partial.missing();
         assert!(missing.contains(&"baseline/math".to_string()) && !missing.contains(&"baseline/medqa".to_string()));
         assert_eq!(missing.len(), 4 * 4 * 4 + 2);
