@@ -216,13 +216,29 @@ fn cuda_probe_and_devices_share_one_primary_context() {
     assert_eq!(active, 1, "the primary context was released (and reset) after the probe and the devices");
 }
 
-/// With the sync check on, a kernel that faults (here it reads through an address no allocation covers)
-/// fails at its own launch, and the error names the kernel, its grid, block, shared memory and params.
+/// With the sync check on, a kernel that faults (here it reads through freed memory) fails at its own
+/// launch, and the error names the kernel, its grid, block, shared memory and params. A device fault is
+/// sticky: it ends the process's CUDA context, so the faulting half runs in a child process of its own
+/// (this test binary, running only [`sync_check_fault_in_this_process`]), never beside the other tests.
 #[test]
 fn cuda_sync_check_names_the_faulting_kernel() {
+    if !device_or_skip("cuda_sync_check_names_the_faulting_kernel") {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sync_check_fault_in_this_process", "--include-ignored", "--nocapture"])
+        .output()
+        .expect("run the faulting half in a child process");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "the faulting half failed:\n{text}");
+}
+
+#[test]
+#[ignore = "run in its own process by cuda_sync_check_names_the_faulting_kernel (a device fault ends the context)"]
+fn sync_check_fault_in_this_process() {
     use latentmas::backend::gpu::{DevBuf, Device};
     use latentmas::kernels::RmsNormParams;
-    if !device_or_skip("cuda_sync_check_names_the_faulting_kernel") {
+    if !device_or_skip("sync_check_fault_in_this_process") {
         return;
     }
     let mut dev = CudaDevice::open().unwrap();
