@@ -170,7 +170,7 @@ impl MethodArgs {
 
     /// Loads prompts, the model and its tokenizer (side by side), sizes the KV buffer for `questions`
     /// (failing before any compute when the budget is too small), opens the engine and, for LatentMAS, the
-    /// alignment. The session's [`Startup`] says where the time went.
+    /// alignment. [`Session::startup`] says where the time went.
     pub fn open(&self, cfg: &RunConfig, questions: &[String]) -> anyhow::Result<Session> {
         let start = Instant::now();
         let mut startup = Startup::default();
