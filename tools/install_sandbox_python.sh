@@ -35,7 +35,20 @@ as_sandbox_user() {
   fi
 }
 
-works() { as_sandbox_user "$PY" -c "import numpy" >/dev/null 2>&1; }
+# Inside the sandbox /tmp is a fresh tmpfs, and as root the code runs as nobody in a user namespace, where
+# /root (mode 700) is out of reach even on file systems that let a plain `setpriv` nobody through. So an
+# interpreter whose real path lies there is refused by path, not only by trying it.
+reachable() {
+  local real
+  real="$(readlink -f "$1")"
+  case "$real" in
+    /tmp/*) return 1 ;;
+    /root/*) [[ "$(id -u)" != 0 ]] ;;
+    *) return 0 ;;
+  esac
+}
+
+works() { [[ -x "$PY" ]] && reachable "$PY" && as_sandbox_user "$PY" -c "import numpy" >/dev/null 2>&1; }
 
 if works; then
   log "already set up in ${DIR}"
@@ -48,6 +61,7 @@ base=""
 for cand in "${PYTHON:-}" "$(command -v python3 || true)" /usr/bin/python3 /usr/local/bin/python3; do
   [[ -n "$cand" && -x "$cand" ]] || continue
   real="$(readlink -f "$cand")"
+  reachable "$real" || continue
   if as_sandbox_user "$real" -c "import venv, ensurepip" >/dev/null 2>&1; then
     base="$real"
     break
