@@ -19,7 +19,9 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let kdir = root.parent().expect("crate inside the repository").join("kernels");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed={}", kdir.display());
+    // Relative to this crate (as cargo reads it): a target directory copied to another checkout then
+    // watches that checkout's kernels, not the ones it was first built from.
+    println!("cargo:rerun-if-changed=../kernels");
     let base = || {
         let mut b = cc::Build::new();
         b.cpp(true)

@@ -30,7 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <ucontext.h>
+#include "fiber.h"
 #include <unistd.h>
 
 extern "C" {
@@ -155,8 +155,8 @@ struct Launch {
     size_t dyn_bytes;
 
     // fibers
-    ucontext_t sched;
-    ucontext_t* fctx;
+    FiberCtx sched;
+    FiberCtx* fctx;
     // threads
     pthread_mutex_t mu;
     pthread_cond_t* tcv;      // per thread: released from a barrier/rendezvous, or abort
@@ -221,7 +221,7 @@ void record(int code, const char* fmt, ...) {
         mu_unlock(&L->mu);
         longjmp(L->jb[me], 1);
     }
-    swapcontext(&L->fctx[me], &L->sched);  // the scheduler never resumes an aborted launch
+    fiber_switch(&L->fctx[me], &L->sched);  // the scheduler never resumes an aborted launch
     abort();
 }
 
@@ -277,7 +277,7 @@ void deadlock() {
 
 void wait_released(unsigned me) {
     if (!L->threads) {
-        swapcontext(&L->fctx[me], &L->sched);
+        fiber_switch(&L->fctx[me], &L->sched);
         return;  // resumed: released (an aborted launch is never resumed)
     }
     L->running--;
@@ -335,7 +335,8 @@ void fiber_main() {
     const unsigned me = current();
     L->fn(L->fn_ctx);
     thread_exit(me);
-    // returning resumes uc_link = the scheduler
+    fiber_switch(&L->fctx[me], &L->sched);  // for the last time: a finished fiber is never resumed
+    abort();
 }
 
 bool ensure_stacks(unsigned n) {
@@ -359,12 +360,7 @@ bool ensure_stacks(unsigned n) {
 
 void run_block_fibers() {
     for (unsigned i = 0; i < L->n; i++) {
-        ucontext_t* c = &L->fctx[i];
-        getcontext(c);
-        c->uc_stack.ss_sp = g_stacks + (size_t)i * (kFiberStack + kPage) + kPage;
-        c->uc_stack.ss_size = kFiberStack;
-        c->uc_link = &L->sched;
-        makecontext(c, fiber_main, 0);
+        fiber_make(&L->fctx[i], g_stacks + (size_t)i * (kFiberStack + kPage) + kPage, kFiberStack, fiber_main);
     }
     for (;;) {
         bool any = false;
@@ -373,7 +369,7 @@ void run_block_fibers() {
             if (L->st[i] != READY) continue;
             any = true;
             t_cur = &L->ctx[i];
-            swapcontext(&L->sched, &L->fctx[i]);
+            fiber_switch(&L->sched, &L->fctx[i]);
             if (L->abort) {
                 t_cur = nullptr;
                 return;
@@ -725,7 +721,7 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
     }
     int mode = opts && opts->mode != LMAS_EMU_MODE_AUTO ? (int)opts->mode : mode_from_env();
 #if LMAS_EMU_TSAN
-    mode = LMAS_EMU_MODE_THREADS;  // TSan does not follow ucontext stack switches
+    mode = LMAS_EMU_MODE_THREADS;  // TSan does not follow fiber stack switches
 #endif
     err->mode_used = (uint32_t)mode;
 
@@ -774,7 +770,7 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
     Worker* workers = nullptr;
     unsigned started = 0;
     if (ok && !st.threads) {
-        st.fctx = static_cast<ucontext_t*>(xcalloc(n, sizeof(ucontext_t)));
+        st.fctx = static_cast<FiberCtx*>(xcalloc(n, sizeof(FiberCtx)));
         ok = st.fctx && ensure_stacks(n);
     }
     if (ok && st.threads) {

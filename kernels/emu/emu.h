@@ -4,7 +4,7 @@
  * (C++20, -x c++, -DLMAS_EMU) with this header for tests that run them on the CPU (kernels/emu/emu.cpp runs
  * the launches). What the emulator models:
  *
- * - Blocks run one after another. A block's threads run either as ucontext fibers on the calling thread
+ * - Blocks run one after another. A block's threads run either as fibers on the calling thread
  *   (default: fast and deterministic; the resume order can be forward or reverse, see below) or as one OS
  *   thread per CUDA thread (LMAS_EMU_MODE_THREADS; the only mode of the ThreadSanitizer build).
  * - __syncthreads() is a block barrier. Arrivals from different source lines, or a barrier that a thread

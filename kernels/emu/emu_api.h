@@ -17,7 +17,7 @@ extern "C" {
 
 /* How a block's threads are run. */
 #define LMAS_EMU_MODE_AUTO 0    /* LATENTMAS_EMU_MODE=threads|fibers if set, else the build's default */
-#define LMAS_EMU_MODE_FIBERS 1  /* ucontext fibers on the calling thread: fast, deterministic */
+#define LMAS_EMU_MODE_FIBERS 1  /* fibers on the calling thread: fast, deterministic */
 #define LMAS_EMU_MODE_THREADS 2 /* one OS thread per CUDA thread (the ThreadSanitizer build's only mode) */
 
 /* Order in which runnable fibers are resumed; a kernel whose output depends on it has a race. */
