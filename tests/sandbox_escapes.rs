@@ -319,10 +319,21 @@ fn set_mode(path: &Path, mode: u32) {
 
 const CHILD_ENV: &str = "LATENTMAS_TEST_SANDBOX_INTERRUPT_CHILD";
 
+/// The file the interrupted child holds as a pending temporary output while its sandbox runs.
+fn pending_output(marker: &str) -> PathBuf {
+    scratch().join(format!("pending-{marker}"))
+}
+
 /// Run by `interrupting_the_evaluator_kills_the_sandbox` in a child process; a no-op otherwise.
 #[test]
 fn interrupt_child() {
     let Ok(m) = std::env::var(CHILD_ENV) else { return };
+    // An output being written while code is scored (an eval's cache or report file): the interrupt must
+    // remove it, so the sandbox's signal handling must leave the process's cleanups their turn.
+    let pending = pending_output(&m);
+    std::fs::write(&pending, "partial").unwrap();
+    latentmas::interrupt::install().unwrap();
+    let _temp = latentmas::interrupt::TempPath::new(pending);
     let program = format!("{}\nimport time\ntime.sleep(60)", escape_program(&m));
     let _ = run_python(&program, &ExecConfig { timeout: Duration::from_secs(60), ..ExecConfig::default() });
     panic!("the run ended before the signal");
@@ -343,12 +354,15 @@ fn interrupting_the_evaluator_kills_the_sandbox() {
             assert!(start.elapsed() < Duration::from_secs(20), "the child's sandbox never started");
             std::thread::sleep(Duration::from_millis(50));
         }
+        assert!(pending_output(&m).exists(), "the child holds its pending output while its sandbox runs");
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(signal), "the evaluator should end by the signal: {status}");
         assert_all_gone(&m, &format!("signal {signal} to the evaluator"));
+        let pending = pending_output(&m);
+        assert!(!pending.exists(), "signal {signal}: the pending output {} was left behind", pending.display());
         let prefix = format!("latentmas-exec-{}-", child.id());
         let left: Vec<_> = std::fs::read_dir("/tmp")
             .unwrap()
