@@ -1,5 +1,6 @@
 //! `latentmas bench` end to end on a tiny model: the JSON has the keys tools/bench_transformers.py shares,
-//! `--compare` (given twice) prints ours, each engine's figure and the ratios, `--device cuda` without a
+//! `--compare` (given three times) prints ours, each engine's figure and the ratios (and the per-question row of a
+//! report that timed both engines), `--device cuda` without a
 //! device says it ran nothing, a bad compare file fails before any measuring.
 
 use std::process::{Command, Output};
@@ -24,6 +25,12 @@ fn bench_writes_the_shared_keys_and_compares() {
         r#"{"engine": "llama.cpp", "cpu": "Some CPU", "prefill_tok_s": 1e9, "decode_ms_per_token": {"1": 2000.0}, "decode_effective_gbs": 27.5}"#,
     )
     .unwrap();
+    let reference = dir.join("reference.json");
+    std::fs::write(
+        &reference,
+        r#"{"engine": "reference", "latentmas_question_s": 2.0, "reference_question_s": 8.0, "workload_label": "gsm8k, m = 10"}"#,
+    )
+    .unwrap();
     let json = dir.join("ours.json");
     let args = ["bench", "--model", "tests/data/tiny-tied", "--runs", "1", "--steps", "1", "--threads", "2"];
     let out = latentmas(
@@ -32,6 +39,7 @@ fn bench_writes_the_shared_keys_and_compares() {
             &["--json", json.to_str().unwrap()],
             &["--compare", theirs.to_str().unwrap()],
             &["--compare", llama.to_str().unwrap()],
+            &["--compare", reference.to_str().unwrap()],
         ]
         .concat(),
     );
@@ -43,6 +51,11 @@ fn bench_writes_the_shared_keys_and_compares() {
     assert!(stdout.contains("vs other") && stdout.contains("vs llama.cpp"), "{stdout}");
     assert!(stdout.contains("× worse"), "{stdout}");
     assert!(stdout.contains("27.5 GB/s effective") && stdout.contains("llama.cpp ran on Some CPU"), "{stdout}");
+    // the report that timed both engines itself gets its own line
+    assert!(
+        stdout.contains("(gsm8k, m = 10): latentmas 2.00 s, reference 8.00 s per question: 4.00× better"),
+        "{stdout}"
+    );
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for key in ["bandwidth_gbs", "prefill_tok_s", "latent_step_ms", "decode_roofline_pct", "ttft_ms", "peak_gflops"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
@@ -54,6 +67,21 @@ fn bench_writes_the_shared_keys_and_compares() {
         assert!(v["end_to_end_s"][m].as_f64().is_some_and(|x| x > 0.0), "end_to_end_s.{m}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_paired_question_row_needs_both_figures() {
+    use latentmas::bench::paired_question_row;
+    let v = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+    let slower = v(r#"{"latentmas_question_s": 3.0, "reference_question_s": 1.5}"#);
+    assert_eq!(
+        paired_question_row("ref", &slower),
+        "ref, both engines timed by its script (one question): latentmas 3.00 s, ref 1.50 s per question: 0.50× worse\n"
+    );
+    assert_eq!(paired_question_row("ref", &v(r#"{"latentmas_question_s": 3.0}"#)), "", "one side only: no row");
+    assert_eq!(paired_question_row("ref", &v(r#"{"prefill_tok_s": 3.0}"#)), "");
+    let zero = v(r#"{"latentmas_question_s": 0.0, "reference_question_s": 1.0}"#);
+    assert!(paired_question_row("ref", &zero).ends_with("per question: -\n"), "no ratio of a zero time");
 }
 
 #[test]

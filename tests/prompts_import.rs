@@ -157,3 +157,39 @@ fn import_of_the_authors_prompts_reproduces_their_exported_set() {
         assert_eq!(&got_prompts[k], v, "entry {k}");
     }
 }
+
+#[test]
+fn eval_takes_the_imported_set_and_records_its_content() {
+    let cache = scratch("eval");
+    let out = cache.join("results.jsonl");
+    let args = [
+        "eval",
+        "--model",
+        TINY,
+        "--task",
+        "gsm8k",
+        "--data",
+        "tests/data/eval/gsm8k.jsonl",
+        "--limit",
+        "1",
+        "--method",
+        "latent",
+        "--latent-steps",
+        "1",
+        "--greedy",
+        "--max-new-tokens",
+        "1",
+        "--prompts",
+        "reference",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let err = fails(&cache, &args);
+    assert!(err.contains("latentmas prompts import"), "no imported set: the error names the import command: {err}");
+    ok(&cache, &["prompts", "import", FIXTURE]);
+    ok(&cache, &args);
+    let record: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&out).unwrap().lines().next().unwrap()).unwrap();
+    let want = latentmas::eval::provenance::file_sha256(&cached(&cache)).unwrap();
+    assert_eq!(record["provenance"]["prompts"], want.as_str(), "the record names the imported set's content");
+}

@@ -4,7 +4,7 @@
 //! Operations: [`run`] (everything, on an open [`Engine`]), [`synth_model`] (a cached random-weight
 //! checkpoint of a real shape), [`BenchReport::table`],
 //! [`compare_table`] (ours vs other engines' reports with the same keys: `tools/bench_transformers.py`,
-//! `tools/bench_llamacpp.sh`).
+//! `tools/bench_llamacpp.sh`; plus the per-question row of `tools/bench_reference.sh`, which timed both).
 //!
 //! Rooflines: decode and latent steps stream their weights once per step, so their floor is
 //! `weight bytes / stream bandwidth` (the best read-only stream on the engine's threads); prefill is compute bound, so its floor is `FLOPs / peak FLOP/s` of the
@@ -572,7 +572,32 @@ pub fn compare_table(ours: &BenchReport, others: &[serde_json::Value]) -> String
             s += &format!("{n} ran on {cpu}\n");
         }
     }
+    for (n, v) in names.iter().zip(others) {
+        s += &paired_question_row(n, v);
+    }
     s
+}
+
+/// A report that timed both engines itself on its own workload (tools/bench_reference.sh: the same questions
+/// through `latentmas eval` and the authors' run.py) carries `latentmas_question_s` and
+/// `reference_question_s`, seconds per question. Our rows above ran other workloads, so its ratio is its own
+/// line, with the workload it names (`workload_label`); empty for any other report.
+pub fn paired_question_row(name: &str, v: &serde_json::Value) -> String {
+    let (Some(ours), Some(theirs)) = (lookup(v, "latentmas_question_s"), lookup(v, "reference_question_s")) else {
+        return String::new();
+    };
+    let what = v.get("workload_label").and_then(|w| w.as_str()).unwrap_or("one question");
+    let ratio = if ours > 0.0 && theirs > 0.0 {
+        let x = theirs / ours;
+        format!("{x:.2}× {}", if x >= 1.0 { "better" } else { "worse" })
+    } else {
+        "-".into()
+    };
+    format!(
+        "{name}, both engines timed by its script ({what}): latentmas {} s, {name} {} s per question: {ratio}\n",
+        fmt_num(ours),
+        fmt_num(theirs)
+    )
 }
 
 fn truncate(s: &str, n: usize) -> String {

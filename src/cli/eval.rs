@@ -11,6 +11,7 @@ use latentmas::engine::DeviceKind;
 use latentmas::eval::provenance::{file_sha256, model_identity};
 use latentmas::eval::{self, EvalOptions, Provenance, ResultsStore, Shard, SolveOutput, Solver, Task};
 use latentmas::mas::method::Family;
+use latentmas::mas::reference_prompts;
 use latentmas::mas::run::RunConfig;
 use latentmas::model::hub::resolve_model;
 
@@ -131,6 +132,11 @@ fn provenance(a: &Args, cfg: &RunConfig, label: &str, model_dir: &Path) -> anyho
         .set(
             "prompts",
             match &a.method.prompts {
+                // `reference` names the imported set, not a file here: its content is what answers depend on.
+                Some(path) if path == Path::new(reference_prompts::REFERENCE) => {
+                    reference_prompts::load()?; // fails with the import command when none is imported
+                    file_sha256(&reference_prompts::cache_path())?
+                }
                 Some(path) => file_sha256(path)?,
                 None => "builtin".to_string(),
             },
