@@ -131,13 +131,8 @@ fn provenance(a: &Args, cfg: &RunConfig, label: &str, model_dir: &Path) -> anyho
         .set("data", file_sha256(&a.data)?)
         .set(
             "prompts",
-            match &a.method.prompts {
-                // `reference` names the imported set, not a file here: its content is what answers depend on.
-                Some(path) if path == Path::new(reference_prompts::REFERENCE) => {
-                    reference_prompts::load()?; // fails with the import command when none is imported
-                    file_sha256(&reference_prompts::cache_path())?
-                }
-                Some(path) => file_sha256(path)?,
+            match reference_prompts::source_file(a.method.prompts.as_deref())? {
+                Some(path) => file_sha256(&path)?,
                 None => "builtin".to_string(),
             },
         )

@@ -30,26 +30,38 @@ pub fn import_hint() -> String {
 
 /// Loads the imported reference set, or says how to import it.
 pub fn load() -> Result<PromptSet> {
-    let path = cache_path();
-    if !path.exists() {
-        return Err(Error::Prompts(format!(
-            "--prompts reference: no imported reference prompt set at {}; import it once with: {}",
-            path.display(),
-            import_hint()
-        )));
+    resolve(Some(Path::new(REFERENCE)))
+}
+
+/// The file a `--prompts` value reads: none for the built-in set, the cached import for `reference` (an
+/// error naming the import command when there is none), else the path given. What an eval's provenance
+/// hashes, so that it is always the file the run loads.
+pub fn source_file(arg: Option<&Path>) -> Result<Option<PathBuf>> {
+    match arg {
+        None => Ok(None),
+        Some(p) if p == Path::new(REFERENCE) => {
+            let path = cache_path();
+            if !path.exists() {
+                return Err(Error::Prompts(format!(
+                    "--prompts reference: no imported reference prompt set at {}; import it once with: {}",
+                    path.display(),
+                    import_hint()
+                )));
+            }
+            Ok(Some(path))
+        }
+        Some(p) => Ok(Some(p.to_path_buf())),
     }
-    let mut set = PromptSet::from_file(&path)?;
-    set.source = REFERENCE.into();
-    Ok(set)
 }
 
 /// The prompt set a `--prompts` value names: none → built-in, `reference` → the imported set, else a file.
 pub fn resolve(arg: Option<&Path>) -> Result<PromptSet> {
-    match arg {
-        None => Ok(PromptSet::builtin()),
-        Some(p) if p == Path::new(REFERENCE) => load(),
-        Some(p) => PromptSet::from_file(p),
+    let Some(path) = source_file(arg)? else { return Ok(PromptSet::builtin()) };
+    let mut set = PromptSet::from_file(&path)?;
+    if arg == Some(Path::new(REFERENCE)) {
+        set.source = REFERENCE.into();
     }
+    Ok(set)
 }
 
 /// Finds `prompts.py` in `dir` (the directory itself, or one level of subdirectories, as in a checkout whose
