@@ -11,11 +11,14 @@
 //!
 //! Cleanups run on the signal thread, not inside a signal handler, so they may lock, allocate and call
 //! any function; they must be quick and must not wait for the thread that was interrupted.
+//!
+//! Other handlers of the same signals (the code sandbox's, which kills live sandboxes) act only while
+//! [`install`] has not run: see [`others_end_the_process`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 type Cleanup = Box<dyn Fn() + Send + 'static>;
 
@@ -29,10 +32,22 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// The signals that mean "stop now".
 const SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
+/// True while no signal thread is installed: a handler that must not leave the signal's default action
+/// undone (registering any handler replaces it) runs the default itself while this holds. Once
+/// [`install`] ran it is false, and such a handler does nothing, so that the process neither ends nor
+/// changes course before the signal thread has run the cleanups (the thread ends the process afterwards).
+/// Read at signal time, so the order in which the handlers were installed does not matter.
+pub(crate) fn others_end_the_process() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(true))).clone()
+}
+
 /// Starts the signal thread once. Errors only when the signal handlers cannot be registered.
 pub fn install() -> std::io::Result<()> {
     static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     let r = INSTALLED.get_or_init(|| {
+        // Before our handler exists: a signal in between still gets its default action from the others.
+        let others = others_end_the_process();
         let mut signals = signal_hook::iterator::Signals::new(SIGNALS).map_err(|e| e.to_string())?;
         std::thread::Builder::new()
             .name("latentmas-signals".into())
@@ -44,7 +59,7 @@ pub fn install() -> std::io::Result<()> {
                     std::process::exit(128 + sig);
                 }
             })
-            .map(|_| ())
+            .map(|_| others.store(false, Ordering::SeqCst))
             .map_err(|e| e.to_string())
     });
     r.clone().map_err(std::io::Error::other)

@@ -333,6 +333,9 @@ fn interrupt_child() {
     let pending = pending_output(&m);
     std::fs::write(&pending, "partial").unwrap();
     latentmas::interrupt::install().unwrap();
+    // A cleanup that takes a while runs first: a handler that ended the process at once would leave the
+    // pending output behind every time, not only when it wins a race.
+    let _slow = latentmas::interrupt::on_interrupt(|| std::thread::sleep(Duration::from_millis(300)));
     let _temp = latentmas::interrupt::TempPath::new(pending);
     let program = format!("{}\nimport time\ntime.sleep(60)", escape_program(&m));
     let _ = run_python(&program, &ExecConfig { timeout: Duration::from_secs(60), ..ExecConfig::default() });

@@ -5,9 +5,14 @@
 //! signal for a while (another handler flushing output files): the sandboxes must not keep running.
 //! The registry is a fixed array of atomics so the signal handler touches no lock and no allocation.
 //! After the kill the signal's default action runs (the evaluator ends as it would have without us).
+//!
+//! When [`crate::interrupt`]'s signal thread is installed (the CLI) this handler stands aside: that thread
+//! runs the registered cleanups (pending output files) and then ends the process, and the sandboxes die
+//! with it (PDEATHSIG). Killing them here would let the evaluator thread see an item end early and go on
+//! (score it, start the next one) while the cleanups run; ending the process here would race the cleanups.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
 
 /// More slots than sandboxes that run at once (one per scoring thread); when all are taken a sandbox
 /// still dies with the evaluator, just not before it.
@@ -30,9 +35,17 @@ pub fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            let ours = crate::interrupt::others_end_the_process();
+            let ours_too = ours.clone();
             // SAFETY: the action only reads atomics and calls kill(2), both async-signal-safe.
-            let killed = unsafe { signal_hook::low_level::register(signal, kill_live) };
-            let ended = signal_hook::flag::register_conditional_default(signal, Arc::new(AtomicBool::new(true)));
+            let killed = unsafe {
+                signal_hook::low_level::register(signal, move || {
+                    if ours.load(Ordering::SeqCst) {
+                        kill_live()
+                    }
+                })
+            };
+            let ended = signal_hook::flag::register_conditional_default(signal, ours_too);
             if let Err(e) = killed.and(ended) {
                 tracing::warn!("cannot install the signal {signal} handler that kills running sandboxes: {e}");
             }
