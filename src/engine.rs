@@ -3,6 +3,8 @@
 //! [`Engine::prefill`], [`Engine::latent_steps`] and [`Engine::decode`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::cpu::matmul::Precision;
@@ -44,6 +46,10 @@ pub struct Engine {
     /// Positions a row may reach: the config's `max_position_embeddings` unless overridden
     /// ([`Engine::set_max_context`]). Every forward call is refused past it.
     pub max_context: usize,
+    /// Set from any thread to stop the work under way: [`Engine::decode`] checks it before each token
+    /// and [`Engine::latent_steps`] before each step, and return [`Error::Interrupted`] (so a run stops
+    /// within one forward pass). Whoever sets it clears it before the next call ([`Engine::abort_flag`]).
+    abort: Arc<AtomicBool>,
 }
 
 /// Which device an engine runs its forward passes on.
@@ -177,7 +183,21 @@ impl Engine {
             decode_precision: Precision::Exact,
             device_sampling: true,
             max_context: model_context,
+            abort: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The flag that stops this engine's decode and latent loops (see the field's doc): a caller that
+    /// embeds the engine (Python's Ctrl-C, a C abort callback) keeps a clone and stores `true` into it.
+    pub fn abort_flag(&self) -> Arc<AtomicBool> {
+        self.abort.clone()
+    }
+
+    fn check_abort(&self, what: impl FnOnce() -> String) -> Result<()> {
+        if self.abort.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted(what()));
+        }
+        Ok(())
     }
 
     /// Overrides the context length taken from the config (for a model whose config understates it).
@@ -307,6 +327,7 @@ impl Engine {
             on_device!(&mut self.device, cpu => {}, dev => dev.set_alignment(align)?);
         }
         for step in 0..m {
+            self.check_abort(|| format!("before latent step {} of {m}", step + 1))?;
             let ws = &self.ws;
             on_device!(&mut self.device,
                 cpu => {
@@ -382,6 +403,7 @@ impl Engine {
             if active.is_empty() {
                 return Ok(out);
             }
+            self.check_abort(|| format!("decode, after {} generated tokens", out[active[0]].ids.len()))?;
             for &r in &active {
                 rows[r].check_append(1)?;
             }

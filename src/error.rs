@@ -39,6 +39,9 @@ pub enum Error {
     /// A NaN or Inf came out of a forward phase (bad weights, an overflowing activation).
     #[error("non-finite numbers: {0}")]
     NonFinite(String),
+    /// The caller asked the engine to stop ([`crate::engine::Engine::abort_flag`]).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     #[error("{0}")]
     Other(String),
 }
