@@ -125,6 +125,18 @@ pub fn set_threads(threads: Option<usize>) {
     let _ = builder.build_global();
 }
 
+/// [`set_threads`] for a library whose calls arrive on threads the pool does not own (Python, C): every
+/// worker is a thread of the pool's own. A pool that counted the caller in would wait for it in each
+/// parallel region that runs on every worker (`rayon::broadcast`), and a caller blocked waiting for the
+/// run's result would hang it.
+pub fn set_threads_owned(threads: Option<usize>) {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        builder = builder.num_threads(n.max(1));
+    }
+    let _ = builder.build_global();
+}
+
 impl Engine {
     /// Loads the model and tokenizer of `model_dir` and allocates the KV buffer.
     pub fn open(model_dir: &Path, budget: KvBudget) -> Result<Self> {
