@@ -205,3 +205,81 @@ fn stale_device_pointers_in_kernel_parameters_are_reported() {
     assert_eq!(code, CUDA_ERROR_ILLEGAL_ADDRESS);
     assert!(msg.contains("latentmas_rmsnorm") && msg.contains("freed"), "{msg}");
 }
+
+/// `latentmas_swiglu` (one 32-thread block, the 8-wide path) reading `gate_up` and writing `out`: thread 0
+/// reads `gate_up[0..8]` first, then `gate_up[inter..inter + 8]`.
+fn swiglu_call(gate_up: u64, out: u64, inter: u32) -> crate::kernel::KernelCall {
+    crate::kernel::KernelCall {
+        name: c"latentmas_swiglu".to_owned(),
+        grid: [1; 3],
+        block: [32, 1, 1],
+        shared_bytes: 0,
+        max_dyn_shared: 48 * 1024,
+        // LmasSwigluParams { gate_up, out, n: 1, inter }
+        params: [&gate_up.to_le_bytes()[..], &out.to_le_bytes(), &1u32.to_le_bytes(), &inter.to_le_bytes()].concat(),
+    }
+}
+
+/// A kernel that touches an address no allocation backs ends its launch with CUDA_ERROR_ILLEGAL_ADDRESS,
+/// naming the kernel and the address, instead of killing the process; the next launch runs normally.
+#[test]
+fn kernel_faults_on_unmapped_and_freed_memory_are_illegal_address_errors() {
+    let _serial = context();
+    let page = 4096u64;
+    // [a, a + page) live, then its guard page, then the next allocation (freed below)
+    let a = alloc(page as usize);
+    let c = alloc(page as usize);
+    let out = alloc(page as usize);
+    assert_eq!(c, a + 2 * page, "allocations are laid out back to back with one guard page");
+    ok(unsafe { cuMemFree_v2(c) });
+    let guard = a + page;
+    let (code, msg) = swiglu_call(guard, out, 8).run().unwrap_err();
+    assert_eq!(code, CUDA_ERROR_ILLEGAL_ADDRESS, "{msg}");
+    assert!(
+        msg.contains("latentmas_swiglu") && msg.contains(&format!("{guard:#x}")) && msg.contains("never mapped"),
+        "{msg}"
+    );
+    // gate_up[inter] with inter = page bf16s lies 2 pages on: inside the freed allocation
+    let (code, msg) = swiglu_call(a, out, page as u32).run().unwrap_err();
+    assert_eq!(code, CUDA_ERROR_ILLEGAL_ADDRESS, "{msg}");
+    assert!(msg.contains("latentmas_swiglu") && msg.contains(&format!("{c:#x}")) && msg.contains("freed"), "{msg}");
+    // a write to the guard page
+    let (code, msg) = swiglu_call(a, guard, 8).run().unwrap_err();
+    assert_eq!(code, CUDA_ERROR_ILLEGAL_ADDRESS, "{msg}");
+    assert!(msg.contains("write to"), "{msg}");
+    // the process, and the emulator, carry on
+    swiglu_call(a, out, 8).run().expect("a correct launch after the faults");
+    // SAFETY: live allocations, freed once.
+    unsafe {
+        ok(cuMemFree_v2(a));
+        ok(cuMemFree_v2(out));
+    }
+}
+
+/// Through a stream the fault is sticky, as on a GPU: the synchronisation reports it, and so does every
+/// later call of the context; a new context starts clean.
+#[test]
+fn kernel_faults_are_sticky_for_the_context() {
+    let serial = context();
+    let a = alloc(4096);
+    let s = stream(CU_STREAM_NON_BLOCKING);
+    let call = swiglu_call(a + 4096, a, 8);
+    {
+        let d = crate::state::lock();
+        let st = d.stream(s).expect("stream");
+        d.submit(&st, crate::stream::Op::Kernel(std::sync::Arc::new(call))).expect("queued");
+    }
+    // SAFETY: live stream; out-pointer valid.
+    unsafe {
+        assert_eq!(cuStreamSynchronize(s), CUDA_ERROR_ILLEGAL_ADDRESS);
+        let mut p = 0u64;
+        assert_eq!(cuMemAlloc_v2(&mut p, 16), CUDA_ERROR_ILLEGAL_ADDRESS, "sticky");
+        assert_eq!(cuCtxSynchronize(), CUDA_ERROR_ILLEGAL_ADDRESS, "sticky");
+        // destroy the primary context (every test's reference), so that the next test gets a fresh one
+        while cuDevicePrimaryCtxRelease_v2(0) == CUDA_SUCCESS {}
+    }
+    drop(serial);
+    let _serial = context();
+    let p = alloc(16);
+    ok(unsafe { cuMemFree_v2(p) });
+}

@@ -33,6 +33,7 @@ struct LmasEmuError {
 /// The emulator's codes that are not a kernel's own failure.
 const LMAS_EMU_UNKNOWN_KERNEL: i32 = 10;
 const LMAS_EMU_PARAMS_SIZE: i32 = 11;
+const LMAS_EMU_ILLEGAL_ADDRESS: i32 = 12;
 
 extern "C" {
     fn lmas_emu_launch_named(
@@ -44,6 +45,7 @@ extern "C" {
         opts: *const LmasEmuOptions,
         err: *mut LmasEmuError,
     ) -> i32;
+    fn lmas_emu_fault_address() -> usize;
 }
 
 /// One queued launch.
@@ -115,8 +117,14 @@ impl KernelCall {
             return Ok(());
         }
         // SAFETY: the emulator NUL-terminates its message.
-        let msg = unsafe { CStr::from_ptr(err.message.as_ptr()) }.to_string_lossy().into_owned();
+        let mut msg = unsafe { CStr::from_ptr(err.message.as_ptr()) }.to_string_lossy().into_owned();
+        if rc == LMAS_EMU_ILLEGAL_ADDRESS {
+            // SAFETY: no arguments; reads the calling thread's record of the launch that just ended.
+            let addr = unsafe { lmas_emu_fault_address() };
+            msg.push_str(&format!(" (the address is {})", crate::memory::describe(addr)));
+        }
         let code = match rc {
+            LMAS_EMU_ILLEGAL_ADDRESS => CUDA_ERROR_ILLEGAL_ADDRESS,
             LMAS_EMU_UNKNOWN_KERNEL => CUDA_ERROR_NOT_SUPPORTED,
             LMAS_EMU_PARAMS_SIZE => CUDA_ERROR_INVALID_VALUE,
             _ => CUDA_ERROR_LAUNCH_FAILED,

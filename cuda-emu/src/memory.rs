@@ -188,3 +188,17 @@ pub fn freed_base(addr: usize) -> Option<usize> {
         _ => None,
     }
 }
+
+/// What `addr` is, for a fault message: a live allocation's byte, a freed allocation's, a guard page of the
+/// device range, or memory that is not the device's.
+pub fn describe(addr: usize) -> String {
+    let h = heap();
+    if h.base != 0 && addr >= h.base && addr < h.base + RESERVE {
+        return match classify(&h, addr, 1) {
+            Ok((base, bytes)) => format!("inside the live {bytes}-byte allocation at {base:#x}"),
+            Err(Bad::Foreign) => "in the device address range but never mapped (a guard page or unallocated)".into(),
+            Err(b) => b.to_string(),
+        };
+    }
+    "outside the device address range".into()
+}

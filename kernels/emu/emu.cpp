@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <signal.h>
+#include "fault.h"
 #include "fiber.h"
 #include <unistd.h>
 
@@ -166,10 +168,14 @@ struct Launch {
     unsigned finished;
     bool quit;
     jmp_buf* jb;
+
+    uintptr_t fault_addr;  // LMAS_EMU_ILLEGAL_ADDRESS: the address the kernel touched
 };
 
 pthread_mutex_t g_launch_mu = PTHREAD_MUTEX_INITIALIZER;
 Launch* L = nullptr;
+/* The fault address of the calling thread's last launch (lmas_emu_fault_address). */
+thread_local uintptr_t t_fault_addr = 0;
 
 unsigned char* g_stacks = nullptr;
 size_t g_stack_count = 0;
@@ -273,6 +279,14 @@ void deadlock() {
     snprintf(msg, sizeof msg, "deadlock: every live thread waits and none can be released:");
     describe_waiters(msg, sizeof msg);
     record(LMAS_EMU_DEADLOCK, "%s", msg);
+}
+
+/* A kernel touched memory the host has not mapped (caller holds the lock, threads mode). */
+void record_fault(const FaultInfo& f) {
+    const char* kind = f.write == 1 ? "write to" : f.write == 0 ? "read of" : "access to";
+    record(LMAS_EMU_ILLEGAL_ADDRESS, "thread %d: illegal address: %s %#lx, which no device memory backs%s", f.thread,
+           kind, (unsigned long)f.addr, f.sig == SIGBUS ? " (SIGBUS)" : "");
+    L->fault_addr = f.addr;
 }
 
 void wait_released(unsigned me) {
@@ -392,6 +406,7 @@ struct Worker {
 
 void* worker_main(void* arg) {
     const unsigned me = static_cast<Worker*>(arg)->idx;
+    fault_prepare_thread();
     volatile unsigned long seen = 0;  // volatile: survives the longjmp back into this frame
     for (;;) {
         mu_lock(&L->mu);
@@ -404,11 +419,22 @@ void* worker_main(void* arg) {
         mu_unlock(&L->mu);
         HB_ACQUIRE(&L->gen);  // block start: everything the launcher did before happens before this thread
         t_cur = &L->ctx[me];
-        if (setjmp(L->jb[me]) == 0) {
-            L->fn(L->fn_ctx);
-            thread_exit(me);
+        sigjmp_buf fjb;
+        if (sigsetjmp(fjb, 1) == 0) {
+            fault_arm(&fjb);
+            if (setjmp(L->jb[me]) == 0) {
+                L->fn(L->fn_ctx);
+                fault_disarm();
+                thread_exit(me);
+            }
+            // (after longjmp the lock is released already)
+            fault_disarm();
+        } else {
+            // a device fault in this thread's kernel code (which holds no emulator lock there)
+            mu_lock(&L->mu);
+            record_fault(fault_last());
+            mu_unlock(&L->mu);
         }
-        // (after longjmp the lock is released already)
         HB_RELEASE(&L->finished);  // block end: this thread's work happens before the launcher continues
         mu_lock(&L->mu);
         L->finished++;
@@ -704,6 +730,51 @@ int params_size_mismatch(const char* kernel, size_t got, size_t want, LmasEmuErr
     return err->code;
 }
 
+/* Every block of the launch, in order. */
+void run_grid(const LmasLaunch& l) {
+    for (uint32_t bz = 0; !L->abort && bz < l.grid[2]; bz++) {
+        for (uint32_t by = 0; !L->abort && by < l.grid[1]; by++) {
+            for (uint32_t bx = 0; !L->abort && bx < l.grid[0]; bx++) {
+                if (L->threads) mu_lock(&L->mu);
+                reset_block_state(make_uint3(bx, by, bz));
+                poison_shared();
+                if (L->threads) {
+                    mu_unlock(&L->mu);
+                    HB_RELEASE(&L->gen);
+                    mu_lock(&L->mu);
+                    L->gen++;
+                    pthread_cond_broadcast(&L->start_cv);
+                    while (L->finished < L->n) pthread_cond_wait(&L->done_cv, &L->mu);
+                    mu_unlock(&L->mu);
+                    HB_ACQUIRE(&L->finished);
+                } else {
+                    run_block_fibers();
+                }
+                if (!L->abort && !guard_intact()) {
+                    record(LMAS_EMU_SHARED_OVERFLOW,
+                           "a thread wrote past the end of the %u bytes of dynamic shared memory", l.shared_bytes);
+                }
+            }
+        }
+    }
+}
+
+/* run_grid, with device faults of kernel code on this thread (fibers mode: all of it) turned into the
+ * launch's error. The jump lands here, on this thread's own stack; the launch's fibers are abandoned where they
+ * stopped (kernels own no resources, and the next block or launch re-initialises every fiber stack). */
+void run_grid_guarded(const LmasLaunch& l) {
+    fault_prepare_thread();
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 1) == 0) {
+        fault_arm(&jb);
+        run_grid(l);
+        fault_disarm();
+        return;
+    }
+    t_cur = nullptr;
+    record_fault(fault_last());
+}
+
 int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOptions* opts, LmasEmuError* err,
            uint32_t max_dyn_shared) {
     clear_error(err);
@@ -803,31 +874,7 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
         st.abort = true;
     }
 
-    for (uint32_t bz = 0; ok && !st.abort && bz < l.grid[2]; bz++) {
-        for (uint32_t by = 0; !st.abort && by < l.grid[1]; by++) {
-            for (uint32_t bx = 0; !st.abort && bx < l.grid[0]; bx++) {
-                if (st.threads) mu_lock(&st.mu);
-                reset_block_state(make_uint3(bx, by, bz));
-                poison_shared();
-                if (st.threads) {
-                    mu_unlock(&st.mu);
-                    HB_RELEASE(&st.gen);
-                    mu_lock(&st.mu);
-                    st.gen++;
-                    pthread_cond_broadcast(&st.start_cv);
-                    while (st.finished < st.n) pthread_cond_wait(&st.done_cv, &st.mu);
-                    mu_unlock(&st.mu);
-                    HB_ACQUIRE(&st.finished);
-                } else {
-                    run_block_fibers();
-                }
-                if (!st.abort && !guard_intact()) {
-                    record(LMAS_EMU_SHARED_OVERFLOW,
-                           "a thread wrote past the end of the %u bytes of dynamic shared memory", l.shared_bytes);
-                }
-            }
-        }
-    }
+    if (ok && !st.abort) run_grid_guarded(l);
 
     if (st.threads && started > 0) {
         mu_lock(&st.mu);
@@ -870,6 +917,7 @@ int launch(const LmasLaunch& l, void (*fn)(void*), void* fn_ctx, const LmasEmuOp
     free(st.jb);
     free(tids);
     free(workers);
+    t_fault_addr = st.fault_addr;
     L = nullptr;
     const int code = err->code;
     pthread_mutex_unlock(&g_launch_mu);
@@ -888,6 +936,8 @@ extern "C" uint32_t lmas_emu_build_flags(void) {
 #endif
     return f;
 }
+
+extern "C" uintptr_t lmas_emu_fault_address(void) { return lmas_emu::t_fault_addr; }
 
 extern "C" int lmas_emu_launch_named(const char* kernel, const LmasLaunch* l, const void* params, size_t params_bytes,
                                      uint32_t max_dyn_shared, const LmasEmuOptions* o, LmasEmuError* e) {

@@ -71,6 +71,11 @@ const LmasLayoutEntry* lmas_layout_table(uint32_t* count);
  * function opted in to more). Returns LMAS_EMU_UNKNOWN_KERNEL when no op of this build has that kernel. */
 #define LMAS_EMU_UNKNOWN_KERNEL 10
 #define LMAS_EMU_PARAMS_SIZE 11 /* params_bytes differs from the kernel's parameter struct */
+/* A kernel touched an address no host mapping backs (never mapped, freed, a guard page): SIGSEGV/SIGBUS in
+ * kernel code is caught on the thread that ran it and ends the launch with this code. */
+#define LMAS_EMU_ILLEGAL_ADDRESS 12
+/* The address of the last launch on the calling thread that ended with LMAS_EMU_ILLEGAL_ADDRESS. */
+uintptr_t lmas_emu_fault_address(void);
 struct LmasLaunch;
 int lmas_emu_launch_named(const char* kernel, const struct LmasLaunch* launch, const void* params,
                           size_t params_bytes, uint32_t max_dyn_shared, const LmasEmuOptions* o, LmasEmuError* e);
