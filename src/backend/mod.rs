@@ -108,6 +108,20 @@ pub trait ForwardOps {
     fn qk_norm_rope_kv(&mut self, layer: usize, qkv: &mut Self::Act, layout: &CallLayout) -> Result<()>;
     /// Causal GQA attention of the q part of `qkv` over each token's visible slots of layer `layer`.
     fn attention(&mut self, layer: usize, qkv: &Self::Act, layout: &CallLayout, out: &mut Self::Act) -> Result<()>;
+    /// The attention block of layer `layer`: `qkv = xn · W_qkvᵀ`, [`ForwardOps::qk_norm_rope_kv`], then
+    /// [`ForwardOps::attention`] into `out`. A backend may fuse the three when it gives the same result.
+    fn attention_block(
+        &mut self,
+        layer: usize,
+        xn: &Self::Act,
+        layout: &CallLayout,
+        qkv: &mut Self::Act,
+        out: &mut Self::Act,
+    ) -> Result<()> {
+        self.linear(xn, layout.n_tokens, Linear::Qkv(layer), qkv)?;
+        self.qk_norm_rope_kv(layer, qkv, layout)?;
+        self.attention(layer, qkv, layout, out)
+    }
     /// `out[t, i] = silu(gate_up[t, i]) · gate_up[t, I + i]`.
     fn swiglu(&mut self, gate_up: &Self::Act, rows: usize, out: &mut Self::Act) -> Result<()>;
     /// `out[i] = x[layout.selected[i]]` (rows of width D).

@@ -280,11 +280,9 @@ pub fn forward_ops<B: ForwardOps>(
             cap.push(v);
         }
         // 2. q|k|v projection                                                   (n, (H + 2·KVH)·d)
-        ops.linear(&a.xn, n, Linear::Qkv(li), &mut a.qkv)?;
         // 3. q/k norm + RoPE in place, K/V written to each token's slot
-        ops.qk_norm_rope_kv(li, &mut a.qkv, layout)?;
         // 4. attention over each token's row                                    (n, H·d)
-        ops.attention(li, &a.qkv, layout, &mut a.attn)?;
+        ops.attention_block(li, &a.xn, layout, &mut a.qkv, &mut a.attn)?;
         // 5. output projection, residual add, post-attention norm               (n, D)
         ops.linear(&a.attn, n, Linear::O(li), &mut a.delta)?;
         ops.add_rms_norm(&mut a.x, &a.delta, Norm::Post(li), n, &mut a.xn)?;

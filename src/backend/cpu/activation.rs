@@ -24,6 +24,7 @@ pub fn swiglu(gate_up: &[f32], inter: usize, out: &mut [f32]) {
     if out.len() <= PARALLEL_MIN_ELEMS {
         gate_up.chunks_exact(2 * inter).zip(out.chunks_exact_mut(inter)).for_each(row);
     } else {
+        super::regions::enter();
         gate_up.par_chunks_exact(2 * inter).zip(out.par_chunks_exact_mut(inter)).for_each(row);
     }
 }
@@ -40,6 +41,7 @@ pub fn swiglu_fast(gate_up: &[f32], inter: usize, out: &mut [f32]) {
         if out.len() <= PARALLEL_MIN_ELEMS {
             gate_up.chunks_exact(2 * inter).zip(out.chunks_exact_mut(inter)).for_each(row);
         } else {
+            super::regions::enter();
             gate_up.par_chunks_exact(2 * inter).zip(out.par_chunks_exact_mut(inter)).for_each(row);
         }
         return;

@@ -126,6 +126,7 @@ pub fn matmul_bf16(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) -> bo
     if tasks == 1 {
         body(0);
     } else {
+        super::regions::enter();
         (0..tasks).into_par_iter().for_each(body);
     }
     PACKED.with(|c| *c.borrow_mut() = packed);
@@ -180,6 +181,7 @@ unsafe fn pack_avx512(x: &[f32], n: usize, k: usize, packed: &mut [u32]) {
     };
     let chunks = packed[..groups * per_group].par_chunks_exact_mut(per_group).enumerate();
     if groups * kb >= PACK_PAR_BLOCKS {
+        super::regions::enter();
         chunks.for_each(body);
     } else {
         chunks.with_min_len(usize::MAX).for_each(body);

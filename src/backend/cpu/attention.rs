@@ -39,10 +39,11 @@ static SCORES_ON_EVERY_THREAD: AtomicUsize = AtomicUsize::new(0);
 /// Gives every pool thread a score buffer of `floats` before the parallel loop runs. Work stealing
 /// decides which threads run attention tasks, so a thread can take its first one only many steps into
 /// a decode; sizing each thread's buffer here keeps that first task from allocating mid-decode.
-fn reserve_scores_on_every_thread(floats: usize) {
+pub(crate) fn reserve_scores_on_every_thread(floats: usize) {
     if SCORES_ON_EVERY_THREAD.load(Ordering::Relaxed) >= floats {
         return;
     }
+    super::regions::enter();
     rayon::broadcast(|_| {
         SCORES.with(|cell| {
             let mut scores = cell.borrow_mut();
@@ -77,37 +78,99 @@ pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], spans: &[AttnSpan]
     let group = n_heads / n_kv_heads;
     assert_eq!(q.len(), spans.len() * n_heads * d, "attention: q is not [n, H, d]");
     assert_eq!(out.len(), q.len(), "attention: out is not [n, H, d]");
-    let scale = 1.0 / (d as f32).sqrt();
     // Room for the longest span the buffer can hold (what `attend` would reserve on first use).
     let longest = spans.iter().map(|s| s.len).max().unwrap_or(0);
     reserve_scores_on_every_thread(n_heads * (k_cache.len() / (n_kv_heads * d)).max(longest));
-    // kv heads per task: the largest divisor of KVH giving enough tasks.
-    let want_blocks = (rayon::current_num_threads() * TASKS_PER_THREAD).div_ceil(spans.len().max(1));
-    let per = (1..=n_kv_heads).rev().find(|p| n_kv_heads % p == 0 && n_kv_heads / p >= want_blocks).unwrap_or(1);
+    let per = kv_heads_per_task(n_kv_heads, spans.len());
     let blocks = n_kv_heads / per;
+    super::regions::enter();
     out.par_chunks_exact_mut(per * group * d).enumerate().for_each(|(i, o)| {
         let (t, b) = (i / blocks, i % blocks);
-        let job = Job {
-            q: &q[i * per * group * d..(i + 1) * per * group * d],
-            k_cache,
-            v_cache,
-            span: spans[t],
-            kvh0: b * per,
-            kv_heads: per,
-            n_kv_heads,
-            d,
-            group,
-            scale,
-        };
-        SCORES.with(|cell| {
-            let mut scores = cell.borrow_mut();
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the feature was just detected.
-                return unsafe { attend_avx512(&job, &mut scores, o) };
-            }
-            attend(&job, &mut scores, o, dot, pv_portable, |_| {})
-        });
+        let q = &q[i * per * group * d..(i + 1) * per * group * d];
+        let (k_cache, v_cache) = (Plane::new(k_cache), Plane::new(v_cache));
+        attend_block(q, k_cache, v_cache, spans[t], b * per..(b + 1) * per, shape, o);
+    });
+}
+
+/// kv heads per task for `tokens` tokens: the largest divisor of KVH giving [`TASKS_PER_THREAD`] tasks per
+/// pool thread (large blocks read contiguous K/V rows within a slot).
+pub(crate) fn kv_heads_per_task(n_kv_heads: usize, tokens: usize) -> usize {
+    let want_blocks = (rayon::current_num_threads() * TASKS_PER_THREAD).div_ceil(tokens.max(1));
+    (1..=n_kv_heads).rev().find(|p| n_kv_heads.is_multiple_of(*p) && n_kv_heads / p >= want_blocks).unwrap_or(1)
+}
+
+/// One layer's K or V plane (`[slots, KVH, d]`), read one block of kv heads' rows at a time. A task only
+/// ever borrows the rows of its own kv heads, so tasks that write other kv heads' rows of the same slot
+/// meanwhile (the fused decode of [`super::decode_attention`]) never overlap a borrow.
+#[derive(Clone, Copy)]
+pub(crate) struct Plane<'a> {
+    ptr: *const f32,
+    len: usize,
+    _plane: std::marker::PhantomData<&'a [f32]>,
+}
+
+impl<'a> Plane<'a> {
+    pub(crate) fn new(plane: &'a [f32]) -> Self {
+        Plane { ptr: plane.as_ptr(), len: plane.len(), _plane: std::marker::PhantomData }
+    }
+
+    /// # Safety
+    /// `ptr..ptr + len` must stay allocated for `'a`, and no thread may write the rows a task using this
+    /// plane reads (its own kv heads of the visible slots) while it reads them.
+    pub(crate) unsafe fn from_raw(ptr: *const f32, len: usize) -> Self {
+        Plane { ptr, len, _plane: std::marker::PhantomData }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn as_ptr(&self) -> *const f32 {
+        self.ptr
+    }
+
+    #[inline(always)]
+    fn get(&self, r: std::ops::Range<usize>) -> &'a [f32] {
+        assert!(r.start <= r.end && r.end <= self.len, "attention: read outside the KV plane");
+        // SAFETY: inside the plane (just checked); the rows are not written meanwhile (see `from_raw`).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(r.start), r.end - r.start) }
+    }
+}
+
+/// Attention of one token's q heads of kv heads `kv_heads` (`q`: `[kv_heads·group, d]`, `out` alike),
+/// whichever thread and block runs it: every head is computed the same way, so the bits never depend
+/// on the blocking.
+pub(crate) fn attend_block(
+    q: &[f32],
+    k_cache: Plane<'_>,
+    v_cache: Plane<'_>,
+    span: AttnSpan,
+    kv_heads: std::ops::Range<usize>,
+    shape: AttnShape,
+    out: &mut [f32],
+) {
+    let AttnShape { n_heads, n_kv_heads, head_dim: d } = shape;
+    let group = n_heads / n_kv_heads;
+    let job = Job {
+        q,
+        k_cache,
+        v_cache,
+        span,
+        kvh0: kv_heads.start,
+        kv_heads: kv_heads.len(),
+        n_kv_heads,
+        d,
+        group,
+        scale: 1.0 / (d as f32).sqrt(),
+    };
+    SCORES.with(|cell| {
+        let mut scores = cell.borrow_mut();
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was just detected.
+            return unsafe { attend_avx512(&job, &mut scores, out) };
+        }
+        attend(&job, &mut scores, out, dot, pv_portable, |_| {})
     });
 }
 
@@ -115,8 +178,8 @@ pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], spans: &[AttnSpan]
 struct Job<'a> {
     /// The task's q heads, `[kv_heads·group, d]`.
     q: &'a [f32],
-    k_cache: &'a [f32],
-    v_cache: &'a [f32],
+    k_cache: Plane<'a>,
+    v_cache: Plane<'a>,
     span: AttnSpan,
     kvh0: usize,
     kv_heads: usize,
@@ -184,11 +247,11 @@ fn attend(
     for j in 0..len {
         if j + PREFETCH_SLOTS < len {
             let at = job.at(j + PREFETCH_SLOTS);
-            prefetch(&k_cache[at..at + width]);
+            prefetch(k_cache.get(at..at + width));
         }
         let at = job.at(j);
         for kk in 0..kv_heads {
-            let k = &k_cache[at + kk * d..at + (kk + 1) * d];
+            let k = k_cache.get(at + kk * d..at + (kk + 1) * d);
             for g in 0..group {
                 let h = kk * group + g;
                 scores[h * len + j] = dot(&q[h * d..(h + 1) * d], k) * scale;
@@ -220,7 +283,7 @@ fn pv_portable(job: &Job<'_>, scores: &[f32], denoms: &[f32], out: &mut [f32]) {
     for j in 0..len {
         let at = job.at(j);
         for kk in 0..kv_heads {
-            let v = &v_cache[at + kk * d..at + (kk + 1) * d];
+            let v = v_cache.get(at + kk * d..at + (kk + 1) * d);
             for g in 0..group {
                 let h = kk * group + g;
                 let w = scores[h * len + j] / denoms[h];
@@ -410,8 +473,8 @@ mod tests {
             let denoms = [3.5f32, 7.25];
             let job = Job {
                 q: &[],
-                k_cache: &[],
-                v_cache: &v,
+                k_cache: Plane::new(&[]),
+                v_cache: Plane::new(&v),
                 span: AttnSpan { slot_base: 2, len },
                 kvh0: 1,
                 kv_heads: 1,

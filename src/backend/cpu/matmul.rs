@@ -367,11 +367,63 @@ fn run_with<E: Elem>(
     if tasks == 1 {
         body(0);
     } else {
+        super::regions::enter();
         (0..tasks).into_par_iter().for_each(body);
     }
     if permute {
         give_back(&PERMUTED_X, xp);
     }
+}
+
+/// The exact matmul of [`matmul`] with its activations prepared, run one range of output features at a
+/// time by whoever owns that range: a fused op computes its own features inside its own parallel region
+/// instead of opening the matmul's. Every output has the canonical order whatever range computes it.
+pub(crate) struct RowRunner<'a> {
+    xs: &'a [f32],
+    ldx: usize,
+    n: usize,
+    w: &'a WeightMatrix,
+    kernel: ExactKernel,
+}
+
+impl RowRunner<'_> {
+    /// Writes `out[t, j]` for every token t and feature j in `rows`.
+    ///
+    /// # Safety
+    /// `out` must point to an `[n, m]` buffer whose columns `rows` no other thread touches meanwhile.
+    pub(crate) unsafe fn rows(&self, rows: std::ops::Range<usize>, out: *mut f32) {
+        let (m, k) = (self.w.rows, self.w.cols);
+        assert!(rows.start <= rows.end && rows.end <= m, "RowRunner: rows outside the matrix");
+        let (xs, ldx, n, kernel, out) = (self.xs, self.ldx, self.n, self.kernel, OutPtr(out));
+        match &self.w.data {
+            WeightData::F32(wd) => block_dispatch(xs, ldx, n, k, m, wd, rows, out, kernel, Order::Canonical),
+            WeightData::Bf16(wd) => block_dispatch(xs, ldx, n, k, m, wd, rows, out, kernel, Order::Canonical),
+        }
+    }
+}
+
+/// Runs `f` with a [`RowRunner`] for the exact `x · Wᵀ` (`x [n, k]`, `k > 0`) on the detected kernel.
+pub(crate) fn with_row_runner<R>(x: &[f32], n: usize, w: &WeightMatrix, f: impl FnOnce(&RowRunner<'_>) -> R) -> R {
+    let kernel = ExactKernel::detect();
+    let k = w.cols;
+    assert!(k > 0 && x.len() == n * k, "with_row_runner: x is not [n, k]");
+    // As in `run_with`: bf16 weights on the SIMD kernels read an even/odd-permuted copy of x.
+    let permute = kernel != ExactKernel::Portable && matches!(w.data, WeightData::Bf16(_));
+    let ldp = k.div_ceil(BLOCK) * BLOCK + LANES;
+    let mut xp = if permute { take(&PERMUTED_X) } else { Vec::new() };
+    if permute {
+        xp.clear();
+        xp.resize(n * ldp, 0.0);
+        for (src, dst) in x.chunks_exact(k).zip(xp.chunks_exact_mut(ldp)) {
+            permute_even_odd(src, dst, |v| v);
+        }
+    }
+    let (xs, ldx): (&[f32], usize) = if permute { (&xp, ldp) } else { (x, k) };
+    let r = f(&RowRunner { xs, ldx, n, w, kernel });
+    if permute {
+        give_back(&PERMUTED_X, xp);
+    }
+    r
 }
 
 /// `dst[32b + l] = f(src[32b + 2l])`, `dst[32b + 16 + l] = f(src[32b + 2l + 1])`, zeros past the end of

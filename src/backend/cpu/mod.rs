@@ -11,6 +11,7 @@ pub mod activation;
 pub mod amx;
 pub mod attention;
 pub mod bf16_gemm;
+pub mod decode_attention;
 pub mod matmul;
 pub mod mem;
 pub mod norm;
@@ -18,5 +19,8 @@ pub mod ops;
 pub mod prefill_attention;
 pub mod probe;
 pub mod qk;
+pub mod regions;
 pub mod rope;
 pub mod vexp;
+
+pub use regions::parallel_regions;

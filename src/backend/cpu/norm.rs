@@ -26,6 +26,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
             rms_norm_row(xr, weight, eps, or);
         }
     } else {
+        super::regions::enter();
         x.par_chunks_exact(d).zip(out.par_chunks_exact_mut(d)).for_each(|(xr, or)| rms_norm_row(xr, weight, eps, or));
     }
 }
@@ -43,6 +44,7 @@ pub fn add_rms_norm(residual: &mut [f32], delta: &[f32], weight: &[f32], eps: f3
     if residual.len() <= PARALLEL_MIN_ELEMS {
         residual.chunks_exact_mut(d).zip(delta.chunks_exact(d).zip(out.chunks_exact_mut(d))).for_each(body);
     } else {
+        super::regions::enter();
         residual.par_chunks_exact_mut(d).zip(delta.par_chunks_exact(d).zip(out.par_chunks_exact_mut(d))).for_each(body);
     }
 }

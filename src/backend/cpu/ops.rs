@@ -4,6 +4,7 @@
 use super::{
     activation::{swiglu, swiglu_fast},
     attention::{attention, AttnShape},
+    decode_attention::{qkv_rope_attention, DecodeAttnLayer},
     matmul::{matmul_with, Precision},
     norm::{add_rms_norm, rms_norm},
     prefill_attention::attention_rows,
@@ -172,6 +173,34 @@ impl ForwardOps for CpuOps<'_> {
         } else {
             attention(&self.scratch.q, k_cache, v_cache, &layout.spans, shape, out);
         }
+        Ok(())
+    }
+
+    fn attention_block(
+        &mut self,
+        layer: usize,
+        xn: &Vec<f32>,
+        layout: &CallLayout,
+        qkv: &mut Vec<f32>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let lw = &self.weights.layers[layer];
+        // One token on the exact matmul (decode): the whole block in one parallel region, the same bits.
+        let exact = self.precision == Precision::Exact || matches!(lw.qkv.data, WeightData::F32(_));
+        if layout.n_tokens != 1 || !exact || cfg.hidden_size == 0 {
+            self.linear(xn, layout.n_tokens, Linear::Qkv(layer), qkv)?;
+            self.qk_norm_rope_kv(layer, qkv, layout)?;
+            return self.attention(layer, qkv, layout, out);
+        }
+        let shape =
+            QkvShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim };
+        let block = DecodeAttnLayer { qkv: &lw.qkv, q_norm: &lw.q_norm, k_norm: &lw.k_norm, eps: self.eps(), shape };
+        let qkv = fit(qkv, lw.qkv.rows);
+        let out = fit(out, cfg.q_width());
+        let (k_cache, v_cache) = self.kv.layer_mut(layer);
+        let (cos, sin) = (&self.scratch.cos, &self.scratch.sin);
+        qkv_rope_attention(xn, &block, cos, sin, layout.spans[0], k_cache, v_cache, qkv, out);
         Ok(())
     }
 

@@ -162,6 +162,7 @@ unsafe fn row_avx512(
     //    vrows[(kvh·blocks·16 + 16b + r)·D + c] = V[slot_base + 16b + r, kvh, c] (rows past the last key
     //    are never read: P·V stops at the last visible key)
     let ktp = Shared(kt.as_mut_ptr());
+    super::regions::enter();
     (0..n_kv_heads * blocks).into_par_iter().with_min_len(8).for_each(|i| {
         let (h, b) = (i / blocks, i % blocks);
         let valid = (keys - b * KEYS).min(KEYS);
@@ -182,6 +183,7 @@ unsafe fn row_avx512(
     let outp = Shared(out.as_mut_ptr());
     let scale = 1.0 / (d as f32).sqrt();
     // Later token blocks see more keys: hand them out first so the tail of the pool's work is short.
+    super::regions::enter();
     (0..n_kv_heads * qblocks).into_par_iter().for_each(|i| {
         let (h, qb) = (i % n_kv_heads, qblocks - 1 - i / n_kv_heads);
         let task = Task {

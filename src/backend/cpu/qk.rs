@@ -71,6 +71,7 @@ pub fn qk_norm_rope_write_kv(
     if n < PARALLEL_MIN_TOKENS || !slots[..n].windows(2).all(|w| w[0] < w[1]) {
         qkv.chunks_exact_mut(width).enumerate().for_each(token);
     } else {
+        super::regions::enter();
         qkv.par_chunks_exact_mut(width).enumerate().for_each(token);
     }
 }
