@@ -5,7 +5,8 @@
 # - runs every test (as root, the code sandbox's tests also without user namespaces and as nobody);
 # - reruns the kernel tests with the emulator in ThreadSanitizer mode (one OS thread per CUDA thread; catches
 #   missing barriers), built in its own target directory (target/tsan) so that target/release keeps binaries
-#   free of libtsan; the last step checks that it did.
+#   free of libtsan; the last step checks that it did;
+# - builds the Python bindings into a venv (tools/install_python_bindings.sh) and runs their pytest tests.
 # Usage: tools/test.sh [extra cargo test args, e.g. --test golden_forward]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,11 @@ export LATENTMAS_CUDA_EMU
 # --nocapture: tests that cannot run here (no ../shared, no CUDA device, no valgrind) say SKIP in the log.
 cargo test --release "$@" -- --nocapture
 cargo test --release -p cuda-emu
+# The Python bindings, built by pip (maturin) into their own venv, against the CLI built above.
+if [[ $# == 0 ]]; then
+  PYTHON_BINDINGS="$(tools/install_python_bindings.sh)"
+  LATENTMAS_CLI="$PWD/target/release/latentmas" "$PYTHON_BINDINGS" -m pytest -q python/tests
+fi
 # The code sandbox's other two paths, when we are root: root-owned namespaces (where the kernel refuses
 # user namespaces), and an ordinary user (nobody) running the evaluator.
 if [[ "$(id -u)" == 0 && $# == 0 ]]; then

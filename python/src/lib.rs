@@ -29,7 +29,12 @@ use pyo3::types::PyBytes;
 
 use stream::TokenStream;
 
-pyo3::create_exception!(_native, Error, PyRuntimeError, "An error of the latentmas engine (its message names the problem).");
+pyo3::create_exception!(
+    _native,
+    Error,
+    PyRuntimeError,
+    "An error of the latentmas engine (its message names the problem)."
+);
 
 /// How often a waiting call checks for Ctrl-C.
 const POLL: Duration = Duration::from_millis(50);
@@ -60,7 +65,9 @@ struct Engine_ {
 }
 
 fn lock(state: &Mutex<State>) -> Result<MutexGuard<'_, State>, latentmas::Error> {
-    state.lock().map_err(|_| latentmas::Error::Other("a previous call on this engine panicked; open a new Engine".into()))
+    state
+        .lock()
+        .map_err(|_| latentmas::Error::Other("a previous call on this engine panicked; open a new Engine".into()))
 }
 
 fn device_kind(device: &str) -> PyResult<DeviceKind> {
