@@ -88,12 +88,15 @@ where
 
 /// Sampling settings from keyword arguments, checked as the CLI checks its flags.
 fn sampling(greedy: bool, temperature: f32, top_k: usize, top_p: f32, seed: u64) -> PyResult<SamplingParams> {
-    if !greedy && !(temperature > 0.0 && temperature.is_finite()) {
+    let temperature_ok = temperature > 0.0 && temperature.is_finite();
+    if !greedy && !temperature_ok {
         return Err(PyValueError::new_err(format!(
             "temperature = {temperature} must be > 0 and finite (or pass greedy=True)"
         )));
     }
-    if !(top_p > 0.0 && top_p <= 1.0) {
+    // Written so that NaN fails the check.
+    let top_p_ok = top_p > 0.0 && top_p <= 1.0;
+    if !top_p_ok {
         return Err(PyValueError::new_err(format!("top_p = {top_p} must be in (0, 1]")));
     }
     Ok(SamplingParams { greedy, temperature, top_k, top_p, seed })
