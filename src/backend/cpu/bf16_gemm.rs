@@ -25,18 +25,21 @@ use crate::model::matrix::{WeightData, WeightMatrix};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bf16Kernel {
     Amx,
+    Avx512Bf16,
     Avx512,
     Avx2,
     Portable,
 }
 
 impl Bf16Kernel {
-    pub const ALL: [Bf16Kernel; 4] = [Bf16Kernel::Amx, Bf16Kernel::Avx512, Bf16Kernel::Avx2, Bf16Kernel::Portable];
+    pub const ALL: [Bf16Kernel; 5] =
+        [Bf16Kernel::Amx, Bf16Kernel::Avx512Bf16, Bf16Kernel::Avx512, Bf16Kernel::Avx2, Bf16Kernel::Portable];
 
     /// The name `LATENTMAS_CPU_GEMM` takes.
     pub fn key(self) -> &'static str {
         match self {
             Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512Bf16 => "avx512bf16",
             Bf16Kernel::Avx512 => "avx512",
             Bf16Kernel::Avx2 => "avx2",
             Bf16Kernel::Portable => "portable",
@@ -47,6 +50,7 @@ impl Bf16Kernel {
     pub fn label(self) -> &'static str {
         match self {
             Bf16Kernel::Amx => "AMX tiles",
+            Bf16Kernel::Avx512Bf16 => "AVX512-BF16 dot",
             Bf16Kernel::Avx512 => "AVX-512 FMA",
             Bf16Kernel::Avx2 => "AVX2+FMA",
             Bf16Kernel::Portable => "portable",
@@ -57,6 +61,7 @@ impl Bf16Kernel {
     pub fn runs_here(self) -> bool {
         match self {
             Bf16Kernel::Amx => super::amx::available(),
+            Bf16Kernel::Avx512Bf16 => super::avx512bf16::available(),
             Bf16Kernel::Avx512 => ExactKernel::Avx512.runs_here(),
             Bf16Kernel::Avx2 => ExactKernel::Avx2.runs_here(),
             Bf16Kernel::Portable => true,
@@ -86,7 +91,7 @@ impl Bf16Kernel {
                 }
                 None => {
                     eprintln!(
-                        "latentmas: LATENTMAS_CPU_GEMM={v:?} is not one of amx, avx512, avx2, portable; using {}",
+                        "latentmas: LATENTMAS_CPU_GEMM={v:?} is not one of amx, avx512bf16, avx512, avx2, portable; using {}",
                         Self::detect().key()
                     );
                     Self::detect()
@@ -117,6 +122,12 @@ pub fn matmul_bf16_on(kernel: Bf16Kernel, x: &[f32], n: usize, w: &WeightMatrix,
                 return true;
             }
             ExactKernel::detect()
+        }
+        Bf16Kernel::Avx512Bf16 => {
+            // Any shape: the instruction's masked tail covers k not a multiple of 32.
+            let done = super::avx512bf16::matmul_bf16(x, n, w, out);
+            debug_assert!(done, "runs_here() checked the features and the weights are bf16");
+            return done;
         }
         Bf16Kernel::Avx512 => ExactKernel::Avx512,
         Bf16Kernel::Avx2 => ExactKernel::Avx2,

@@ -10,6 +10,7 @@
 pub mod activation;
 pub mod amx;
 pub mod attention;
+pub mod avx512bf16;
 pub mod bf16_gemm;
 pub mod matmul;
 pub mod mem;
