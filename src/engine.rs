@@ -29,7 +29,7 @@ pub struct Engine {
     pub device: Device,
     /// Arithmetic of [`Engine::prefill`]'s projections for bf16 weights on the cpu device. Default
     /// [`Precision::Bf16Activations`]: activations rounded to bf16, f32 accumulation, on the CPU's best
-    /// kernel family ([`crate::backend::cpu::bf16_gemm`]: AMX ≈ 10× the exact path, AVX-512, AVX2 + FMA,
+    /// kernel family ([`crate::backend::cpu::bf16_gemm`]: AMX ≈ 10× the exact path, AVX512-BF16, AVX-512, AVX2 + FMA,
     /// portable; what transformers and llama.cpp do with bf16 weights). Set
     /// [`Precision::Exact`] for f32 activations everywhere. f32 weights are always exact; latent steps are
     /// always exact.

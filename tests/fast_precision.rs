@@ -1,5 +1,5 @@
-//! The fast bf16 path (activations rounded to bf16, on the CPU's best kernel family: AMX, AVX-512,
-//! AVX2 + FMA or portable; `LATENTMAS_CPU_GEMM` forces one) stays close to the exact path and keeps
+//! The fast bf16 path (activations rounded to bf16, on the CPU's best kernel family: AMX, AVX512-BF16,
+//! AVX-512, AVX2 + FMA or portable; `LATENTMAS_CPU_GEMM` forces one) stays close to the exact path and keeps
 //! batch = single: a row decodes the same tokens alone and in a batch.
 
 use std::path::Path;

@@ -271,6 +271,7 @@ pub fn run(engine: &mut Engine, opts: &BenchOptions, mut progress: impl FnMut(&s
     let kernel = Bf16Kernel::selected();
     let prefill_peak = match (fast, kernel, ceilings.amx_gflops) {
         (true, Bf16Kernel::Amx, Some(a)) => a.median * 1e9,
+        (true, Bf16Kernel::Avx512Bf16, _) => ceilings.bf16_gflops.map_or(peak, |s| s.median * 1e9),
         _ => peak,
     };
     let precision_label = match (on_gpu, fast) {

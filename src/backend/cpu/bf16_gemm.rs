@@ -2,16 +2,21 @@
 //! bf16 with round to nearest even, f32 accumulation: the fast prefill, and the opt-in fast decode) on the
 //! best kernel family of this CPU, chosen at run time:
 //! 1. [`Bf16Kernel::Amx`]: Intel AMX tiles ([`super::amx`]), when `k` is a multiple of 32;
-//! 2. [`Bf16Kernel::Avx512`]: the AVX-512 FMA kernels of [`super::matmul`] on the rounded activations;
-//! 3. [`Bf16Kernel::Avx2`]: AVX2 + FMA, the bf16 weights widened to f32 in registers, one 8-lane chain
+//! 2. [`Bf16Kernel::Avx512Bf16`]: `VDPBF16PS` ([`super::avx512bf16`]: 32 bf16 products per instruction,
+//!    weights read in place, any shape), for CPUs with AVX512-BF16 but no AMX (AMD Zen 4, Intel Cooper
+//!    Lake); its order is that of [`super::avx512bf16::matmul_model`], which the tests check it against
+//!    bit for bit;
+//! 3. [`Bf16Kernel::Avx512`]: the AVX-512 FMA kernels of [`super::matmul`] on the rounded activations;
+//! 4. [`Bf16Kernel::Avx2`]: AVX2 + FMA, the bf16 weights widened to f32 in registers, one 8-lane chain
 //!    per output (twice the outputs per register tile of the exact kernel);
-//! 4. [`Bf16Kernel::Portable`]: the canonical loop on the rounded activations (any CPU, e.g. aarch64).
+//! 5. [`Bf16Kernel::Portable`]: the canonical loop on the rounded activations (any CPU, e.g. aarch64).
 //!
 //! Every path multiplies the same bf16 values exactly (a bf16 × bf16 product fits in f32); they differ
-//! only in the order of the f32 sums, and each output's order depends on `k` alone, so a row's result
+//! only in the order of the f32 sums (and AVX512-BF16 in its flush of denormals to zero), and each
+//! output's order depends on `k` alone, so a row's result
 //! never depends on the other rows of the call (batch = single, bit for bit, on every path).
 //!
-//! `LATENTMAS_CPU_GEMM=amx|avx512|avx2|portable` forces a family (read once; one this CPU cannot run
+//! `LATENTMAS_CPU_GEMM=amx|avx512bf16|avx512|avx2|portable` forces a family (read once; one this CPU cannot run
 //! is reported on stderr and the detected one is used). [`matmul_bf16_on`] forces one per call.
 //!
 //! [`Precision::Bf16Activations`]: super::matmul::Precision::Bf16Activations
@@ -25,18 +30,21 @@ use crate::model::matrix::{WeightData, WeightMatrix};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bf16Kernel {
     Amx,
+    Avx512Bf16,
     Avx512,
     Avx2,
     Portable,
 }
 
 impl Bf16Kernel {
-    pub const ALL: [Bf16Kernel; 4] = [Bf16Kernel::Amx, Bf16Kernel::Avx512, Bf16Kernel::Avx2, Bf16Kernel::Portable];
+    pub const ALL: [Bf16Kernel; 5] =
+        [Bf16Kernel::Amx, Bf16Kernel::Avx512Bf16, Bf16Kernel::Avx512, Bf16Kernel::Avx2, Bf16Kernel::Portable];
 
     /// The name `LATENTMAS_CPU_GEMM` takes.
     pub fn key(self) -> &'static str {
         match self {
             Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512Bf16 => "avx512bf16",
             Bf16Kernel::Avx512 => "avx512",
             Bf16Kernel::Avx2 => "avx2",
             Bf16Kernel::Portable => "portable",
@@ -47,6 +55,7 @@ impl Bf16Kernel {
     pub fn label(self) -> &'static str {
         match self {
             Bf16Kernel::Amx => "AMX tiles",
+            Bf16Kernel::Avx512Bf16 => "AVX512-BF16 dot",
             Bf16Kernel::Avx512 => "AVX-512 FMA",
             Bf16Kernel::Avx2 => "AVX2+FMA",
             Bf16Kernel::Portable => "portable",
@@ -57,6 +66,7 @@ impl Bf16Kernel {
     pub fn runs_here(self) -> bool {
         match self {
             Bf16Kernel::Amx => super::amx::available(),
+            Bf16Kernel::Avx512Bf16 => super::avx512bf16::available(),
             Bf16Kernel::Avx512 => ExactKernel::Avx512.runs_here(),
             Bf16Kernel::Avx2 => ExactKernel::Avx2.runs_here(),
             Bf16Kernel::Portable => true,
@@ -86,7 +96,7 @@ impl Bf16Kernel {
                 }
                 None => {
                     eprintln!(
-                        "latentmas: LATENTMAS_CPU_GEMM={v:?} is not one of amx, avx512, avx2, portable; using {}",
+                        "latentmas: LATENTMAS_CPU_GEMM={v:?} is not one of amx, avx512bf16, avx512, avx2, portable; using {}",
                         Self::detect().key()
                     );
                     Self::detect()
@@ -117,6 +127,12 @@ pub fn matmul_bf16_on(kernel: Bf16Kernel, x: &[f32], n: usize, w: &WeightMatrix,
                 return true;
             }
             ExactKernel::detect()
+        }
+        Bf16Kernel::Avx512Bf16 => {
+            // Any shape: the instruction's masked tail covers k not a multiple of 32.
+            let done = super::avx512bf16::matmul_bf16(x, n, w, out);
+            debug_assert!(done, "runs_here() checked the features and the weights are bf16");
+            return done;
         }
         Bf16Kernel::Avx512 => ExactKernel::Avx512,
         Bf16Kernel::Avx2 => ExactKernel::Avx2,

@@ -161,7 +161,7 @@ pub enum Precision {
     #[default]
     Exact,
     /// Activations rounded to bf16 (nearest even), f32 accumulation, on the best kernel family of the CPU
-    /// ([`super::bf16_gemm`]: AMX tiles, AVX-512, AVX2 + FMA, portable); f32 weights stay exact. Each
+    /// ([`super::bf16_gemm`]: AMX tiles, AVX512-BF16, AVX-512, AVX2 + FMA, portable); f32 weights stay exact. Each
     /// product carries the rounding of its activation (≈ 2⁻⁹ relative). On AMX about 10× the exact
     /// path's FLOP/s; on AVX2 a larger register tile than the exact kernel's.
     Bf16Activations,

@@ -3,13 +3,14 @@
 //!
 //! Ops: [`matmul::matmul`] (f32/bf16 weights), [`norm::rms_norm`], [`norm::add_rms_norm`],
 //! [`rope`] (half-split RoPE), [`qk::qk_norm_rope_write_kv`], [`attention::attention`],
-//! [`activation::swiglu`]; [`bf16_gemm::matmul_bf16`] (the bf16-activation matmul on AMX, AVX-512, AVX2 or
-//! portable kernels); [`prefill_attention::attention_rows`] (the blocked attention of the
+//! [`activation::swiglu`]; [`bf16_gemm::matmul_bf16`] (the bf16-activation matmul on AMX, AVX512-BF16
+//! ([`avx512bf16`]), AVX-512, AVX2 or portable kernels); [`prefill_attention::attention_rows`] (the blocked attention of the
 //! bf16-activation prefill).
 
 pub mod activation;
 pub mod amx;
 pub mod attention;
+pub mod avx512bf16;
 pub mod bf16_gemm;
 pub mod decode_attention;
 pub mod matmul;
