@@ -4,7 +4,8 @@
 //! 1. [`Bf16Kernel::Amx`]: Intel AMX tiles ([`super::amx`]), when `k` is a multiple of 32;
 //! 2. [`Bf16Kernel::Avx512Bf16`]: `VDPBF16PS` ([`super::avx512bf16`]: 32 bf16 products per instruction,
 //!    weights read in place, any shape), for CPUs with AVX512-BF16 but no AMX (AMD Zen 4, Intel Cooper
-//!    Lake); its order is that of [`super::avx512bf16::matmul_model`], which the tests check it against
+//!    Lake), where it measures [`DOT_OVER_FMA`] × the FMA's FLOP/s (on a Sapphire Rapids-class Xeon it
+//!    measures half of it, 63 vs 124 GFLOP/s per thread, so AVX-512 FMA wins there); its order is that of [`super::avx512bf16::matmul_model`], which the tests check it against
 //!    bit for bit;
 //! 3. [`Bf16Kernel::Avx512`]: the AVX-512 FMA kernels of [`super::matmul`] on the rounded activations;
 //! 4. [`Bf16Kernel::Avx2`]: AVX2 + FMA, the bf16 weights widened to f32 in registers, one 8-lane chain
@@ -74,8 +75,17 @@ impl Bf16Kernel {
     }
 
     /// The best family this CPU runs.
+    ///
+    /// Where both AVX512-BF16 and AVX-512 run (and AMX does not), the dot instruction is chosen only if it
+    /// measures [`DOT_OVER_FMA`] × the FMA's FLOP/s on this CPU ([`super::probe::bf16_dot_and_fma_rates`]).
     pub fn detect() -> Self {
-        Self::ALL.into_iter().find(|k| k.runs_here()).unwrap_or(Bf16Kernel::Portable)
+        let first = Self::ALL.into_iter().find(|k| k.runs_here()).unwrap_or(Bf16Kernel::Portable);
+        if first == Bf16Kernel::Avx512Bf16 && Bf16Kernel::Avx512.runs_here() {
+            if let Some((dot, fma)) = super::probe::bf16_dot_and_fma_rates() {
+                return prefer_dot(dot, fma);
+            }
+        }
+        first
     }
 
     /// The family [`matmul_bf16`] uses: `LATENTMAS_CPU_GEMM` if set and runnable, else [`Self::detect`].
@@ -110,6 +120,20 @@ impl Bf16Kernel {
 /// touching nothing, for f32 weights (the caller takes the exact path).
 pub fn matmul_bf16(x: &[f32], n: usize, w: &WeightMatrix, out: &mut [f32]) -> bool {
     matmul_bf16_on(Bf16Kernel::selected(), x, n, w, out)
+}
+
+/// How much faster than the FMA the dot instruction's FLOP/s must measure before the bf16 matmul uses it:
+/// its kernel also packs the activations to bf16 and reduces 16 lanes per output, which the FMA kernel
+/// does not.
+pub const DOT_OVER_FMA: f64 = 1.25;
+
+/// The family for measured per-thread FLOP/s of `vdpbf16ps` (`dot`) and of the f32 FMA (`fma`).
+pub fn prefer_dot(dot: f64, fma: f64) -> Bf16Kernel {
+    if dot >= DOT_OVER_FMA * fma {
+        Bf16Kernel::Avx512Bf16
+    } else {
+        Bf16Kernel::Avx512
+    }
 }
 
 /// [`matmul_bf16`] on `kernel`. AMX needs `k` a multiple of 32: other shapes take the next family down.
@@ -161,6 +185,20 @@ mod tests {
         (70, 100, 160),
         (200, 11, 35),
     ];
+
+    #[test]
+    fn the_dot_instruction_is_chosen_only_where_it_measures_faster_than_the_fma() {
+        assert_eq!(prefer_dot(2.0, 1.0), Bf16Kernel::Avx512Bf16);
+        assert_eq!(prefer_dot(1.0, 1.0), Bf16Kernel::Avx512);
+        assert_eq!(prefer_dot(0.5, 1.0), Bf16Kernel::Avx512);
+        match super::super::probe::bf16_dot_and_fma_rates() {
+            Some((dot, fma)) => {
+                println!("vdpbf16ps {:.1} GFLOP/s, f32 FMA {:.1} GFLOP/s per thread", dot / 1e9, fma / 1e9);
+                assert!(dot.is_finite() && dot > 0.0 && fma.is_finite() && fma > 0.0);
+            }
+            None => println!("SKIP (dot vs FMA rates: this CPU has no avx512_bf16)"),
+        }
+    }
 
     #[test]
     fn every_path_this_cpu_runs_matches_the_bf16_rounded_reference_and_keeps_batch_equal_to_single() {

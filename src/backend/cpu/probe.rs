@@ -3,7 +3,8 @@
 //! code. Each runs on every thread of
 //! the current rayon pool, so the ceilings are those of the threads the engine itself uses.
 //!
-//! Operations: [`triad`], [`read_sweep`], [`fma_peak`], [`bf16_dot_peak`], [`has_bf16_dot`], [`amx_peak`].
+//! Operations: [`triad`], [`read_sweep`], [`fma_peak`], [`bf16_dot_peak`], [`has_bf16_dot`],
+//! [`bf16_dot_and_fma_rates`], [`amx_peak`].
 
 use rayon::prelude::*;
 
@@ -142,6 +143,33 @@ pub fn bf16_dot_peak(iters: usize) -> Option<f64> {
         (iters * CHAINS * 32 * 2) as f64
     });
     Some(per_thread.iter().sum())
+}
+
+/// Per-thread FLOP/s of `vdpbf16ps` and of the f32 FMA, measured on the calling thread (best of 3 short
+/// loops, about 1 ms each); `None` without AVX512-BF16. The two differ by CPU: on AMD Zen 4 the dot does
+/// twice the FMA's multiply-adds per cycle, while some Intel parts issue it at half the FMA's rate, so
+/// which family of the bf16 matmul is faster is measured, not assumed.
+pub fn bf16_dot_and_fma_rates() -> Option<(f64, f64)> {
+    #[cfg(target_arch = "x86_64")]
+    if has_bf16_dot() {
+        const ITERS: usize = 100_000;
+        let best = |f: &dyn Fn() -> f32| {
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    std::hint::black_box(f());
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        // SAFETY: has_bf16_dot() checked avx512bf16 (which implies avx512f).
+        let dot_s = best(&|| unsafe { avx512::bf16_dot_loop(ITERS) });
+        // SAFETY: as above.
+        let fma_s = best(&|| unsafe { avx512::fma_loop(ITERS) });
+        let flops = |lanes: usize| (ITERS * CHAINS * lanes * 2) as f64;
+        return Some((flops(32) / dot_s, flops(16) / fma_s));
+    }
+    None
 }
 
 /// Like [`fma_peak`] with AMX `TDPBF16PS` tiles; `None` without AMX-BF16.
