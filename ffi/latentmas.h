@@ -1,10 +1,10 @@
 /*
  * latentmas.h: the C ABI of latentmas (LatentMAS, multi-agent reasoning in latent space, on a Qwen3 engine).
  *
- * Hand-written; the Rust side is src/ffi.rs. tests/ffi.rs fails when the two drift apart (prototypes, struct
+ * Hand-written; the Rust side is crates/capi/src/. crates/capi/tests/ffi.rs fails when the two drift apart (prototypes, struct
  * layouts, status codes, exported symbols).
  *
- * Build and link (flags for this checkout: `latentmas ffi-flags`):
+ * Build and link (flags for this checkout: `latentmas-ffi-flags`):
  *     cargo build --release
  *     cc prog.c -I ffi target/release/liblatentmas.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o prog
  * or against the shared library:

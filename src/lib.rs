@@ -18,7 +18,6 @@ pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod eval;
-pub mod ffi;
 pub mod interrupt;
 pub mod kernels;
 pub mod kv;

@@ -46,5 +46,5 @@ if [[ ! -d target/tsan/release ]]; then
 fi
 LATENTMAS_EMU_TSAN=1 CARGO_TARGET_DIR=target/tsan cargo test --release --test kernels_emu -- --nocapture
 # The libraries a user links (cargo test builds only the rlib), then none of target/release links a sanitizer.
-cargo build --release --lib
+cargo build --release -p latentmas-capi
 tools/check_no_sanitizer.sh target/release/latentmas target/release/liblatentmas.so

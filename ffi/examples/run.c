@@ -3,7 +3,7 @@
  * answer and the JSON report, frees everything.
  *
  * Build (from the repository root, after `cargo build --release`):
- *     cc -std=c11 -Wall -Wextra ffi/examples/run.c $(target/release/latentmas ffi-flags) -o run
+ *     cc -std=c11 -Wall -Wextra ffi/examples/run.c $(target/release/latentmas-ffi-flags) -o run
  * Run:
  *     ./run [--method single|text|latent] [--topology sequential|hierarchical|parallel] [--latent-steps N]
  *           [--max-new-tokens N] [--greedy] [--kv-budget-bytes N] MODEL [QUESTION]

@@ -1,5 +1,5 @@
 /*
- * abi_check.c: checks of the latentmas C ABI that tests/ffi.rs builds and runs.
+ * abi_check.c: checks of the latentmas C ABI that crates/capi/tests/ffi.rs builds and runs.
  *
  *     abi_check layout          prints sizeof/alignof/offsetof of the param structs ("name value" lines) for the
  *                               Rust test to compare with its own layout

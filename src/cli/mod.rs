@@ -6,7 +6,6 @@ mod common;
 mod devices;
 mod eval;
 mod extract;
-mod ffi_flags;
 mod generate;
 mod kernels;
 mod preset;
@@ -50,8 +49,6 @@ enum Command {
     Kernels(kernels::Args),
     /// What this machine offers: the CPU's SIMD features and whether a CUDA device is usable.
     Devices(devices::Args),
-    /// Print the compiler and linker flags of a C program using the C ABI (ffi/latentmas.h).
-    FfiFlags(ffi_flags::Args),
     /// Measure bandwidth, peak FLOP/s, prefill, decode, latent steps and whole questions, with % of roofline.
     Bench(bench::Args),
 }
@@ -67,7 +64,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => report::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Devices(a) => devices::run(a),
-        Command::FfiFlags(a) => ffi_flags::run(a),
         Command::Kernels(a) => kernels::run(a),
         Command::Bench(a) => bench::run(a),
     }

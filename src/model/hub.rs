@@ -1,5 +1,6 @@
 //! Resolving `--model`: a local directory is used as is; an `org/name` id that is not a local path is
-//! downloaded from the Hugging Face hub into its usual cache with `hf-hub`.
+//! downloaded from the Hugging Face hub into its usual cache with `hf-hub` (the `hub` feature; a build without
+//! it takes local directories only and says so).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,15 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     download(spec)
 }
 
+#[cfg(not(feature = "hub"))]
+fn download(id: &str) -> Result<PathBuf> {
+    Err(Error::Hub(format!(
+        "{id}: no such model directory, and this build of latentmas has no hub support (built without the `hub` \
+         feature) to download it: pass a local model directory"
+    )))
+}
+
+#[cfg(feature = "hub")]
 fn download(id: &str) -> Result<PathBuf> {
     let unreachable = |what: &str, e: &dyn std::fmt::Display| {
         Error::Hub(format!(

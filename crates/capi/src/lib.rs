@@ -1,5 +1,5 @@
 //! The C ABI: the engine behind opaque handles, for C and C++ programs (`ffi/latentmas.h` is its contract;
-//! `tests/ffi.rs` fails when the two drift apart).
+//! `crates/capi/tests/ffi.rs` fails when the two drift apart).
 //!
 //! Operations (llama.cpp style: `*_default_params()` by value, explicit `*_free`):
 //! [`lm_engine_default_params`], [`lm_run_default_params`], [`lm_engine_open`], [`lm_run`],
@@ -28,131 +28,21 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
-use crate::engine::{DeviceKind, Engine};
-use crate::error::Error;
-use crate::kv::KvBudget;
-use crate::latent::Alignment;
-use crate::mas::method::{Family, Method, Topology};
-use crate::mas::prompts::PromptSet;
-use crate::mas::run::{batch_slots, run_batch, RunConfig};
-use crate::model::hub::resolve_model;
-use crate::sample::SamplingParams;
+use engine::engine::{DeviceKind, Engine};
+use engine::error::Error;
+use engine::kv::KvBudget;
+use engine::latent::Alignment;
+use engine::mas::method::{Family, Method, Topology};
+use engine::mas::prompts::PromptSet;
+use engine::mas::run::{batch_slots, run_batch, RunConfig};
+use engine::model::hub::resolve_model;
+use engine::sample::SamplingParams;
 
-/// KV slots `kv_budget_bytes = 0` ("auto") allocates. The buffer is allocated once, at `lm_engine_open`, before
-/// any question is known, so "auto" cannot size it per run as the CLI does: 4096 tokens hold one LatentMAS
-/// question at the default run parameters (4 prompts of a few hundred tokens, 3 × 10 latent steps, 2048 new
-/// tokens) with room to spare. TextMAS keeps the agents' text in the prompts and needs ~21k tokens at 2048 new
-/// tokens: give it an explicit budget. (Qwen3-0.6B: 224 KiB per token, so 4096 tokens = 896 MiB.)
-pub const AUTO_KV_TOKENS: usize = 4096;
+mod abi;
+#[cfg(test)]
+mod bad_input_tests;
 
-/// Native libraries a program linking `liblatentmas.a` needs, in link order: what
-/// `cargo rustc --lib --crate-type staticlib -- --print native-static-libs` printed on x86_64-unknown-linux-gnu
-/// (only the standard library's; no dependency links a system library). `latentmas ffi-flags` prints them.
-pub const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
-
-/// Status codes (`lm_status` in the header). 0 is success, every failure is negative.
-#[repr(i32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok = 0,
-    /// A required pointer argument or string field is NULL.
-    NullPointer = -1,
-    /// A string is not valid UTF-8.
-    InvalidUtf8 = -2,
-    /// An unknown word, a number out of range, a combination that means nothing, or a misaligned pointer.
-    InvalidArgument = -3,
-    /// Not a live handle of that kind: freed already, never issued, or a handle of the other kind.
-    InvalidHandle = -4,
-    /// The model could not be found or loaded (directory, hub, config, weights, tokenizer).
-    Model = -5,
-    /// The device is not available (`cuda` in this build).
-    Device = -6,
-    /// The KV buffer cannot be allocated, holds no token, or is too small for the run.
-    KvCapacity = -7,
-    /// The run failed for another reason (prompt template, tokenizer, ...).
-    Run = -8,
-    /// A bug inside the library was caught at the boundary (a Rust panic).
-    Panic = -9,
-    /// The engine was inside a run that panicked; only `lm_engine_free` is left to do with it.
-    Poisoned = -10,
-}
-
-impl Status {
-    /// Every status, in header order.
-    pub const ALL: [Status; 11] = [
-        Status::Ok,
-        Status::NullPointer,
-        Status::InvalidUtf8,
-        Status::InvalidArgument,
-        Status::InvalidHandle,
-        Status::Model,
-        Status::Device,
-        Status::KvCapacity,
-        Status::Run,
-        Status::Panic,
-        Status::Poisoned,
-    ];
-
-    /// The header's name of the code.
-    pub fn name(self) -> &'static CStr {
-        match self {
-            Status::Ok => c"LM_OK",
-            Status::NullPointer => c"LM_ERR_NULL_POINTER",
-            Status::InvalidUtf8 => c"LM_ERR_INVALID_UTF8",
-            Status::InvalidArgument => c"LM_ERR_INVALID_ARGUMENT",
-            Status::InvalidHandle => c"LM_ERR_INVALID_HANDLE",
-            Status::Model => c"LM_ERR_MODEL",
-            Status::Device => c"LM_ERR_DEVICE",
-            Status::KvCapacity => c"LM_ERR_KV_CAPACITY",
-            Status::Run => c"LM_ERR_RUN",
-            Status::Panic => c"LM_ERR_PANIC",
-            Status::Poisoned => c"LM_ERR_POISONED",
-        }
-    }
-
-    pub fn code(self) -> c_int {
-        self as c_int
-    }
-}
-
-/// `lm_engine_params`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct LmEngineParams {
-    /// Model directory or hub id (UTF-8, NUL-terminated). No default: NULL is an error.
-    pub model: *const c_char,
-    /// `cpu`, `cuda` or `auto` (default `auto`: cpu in this build).
-    pub device: *const c_char,
-    /// KV buffer size in bytes; 0 = auto ([`AUTO_KV_TOKENS`] tokens).
-    pub kv_budget_bytes: u64,
-    /// Nonzero: map hidden states through the ridge alignment W_a (computed or loaded at open).
-    pub realign: c_int,
-}
-
-/// `lm_run_params`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct LmRunParams {
-    /// `single`, `text` or `latent`.
-    pub method: *const c_char,
-    /// `sequential`, `hierarchical` or `parallel`.
-    pub topology: *const c_char,
-    /// `math`, `mc`, `medqa` or `code`.
-    pub task_family: *const c_char,
-    /// Latent steps per non-final agent, ≥ 0; used by `latent` only, ignored by the other methods.
-    pub latent_steps: c_int,
-    /// ≥ 1.
-    pub max_new_tokens: c_int,
-    /// Nonzero: argmax decoding (the sampling fields are then ignored, but top_p must still be in (0, 1]).
-    pub greedy: c_int,
-    /// > 0 and finite unless greedy.
-    pub temperature: f32,
-    /// ≥ 0; 0 = no top-k cut.
-    pub top_k: c_int,
-    /// In (0, 1].
-    pub top_p: f32,
-    pub seed: u64,
-}
+pub use abi::*;
 
 /// `lm_engine`: the engine, its alignment and the prompt set, behind a mutex (runs serialise).
 pub struct LmEngine {
@@ -514,7 +404,7 @@ pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut
         let kind = match device {
             "cpu" => DeviceKind::Cpu,
             "emu" => DeviceKind::Emu,
-            "auto" => match crate::backend::cuda::probe() {
+            "auto" => match engine::backend::cuda::probe() {
                 Ok(_) => DeviceKind::Cuda,
                 Err(e) => {
                     tracing::info!("device auto: using the cpu backend ({e})");
@@ -522,7 +412,7 @@ pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut
                 }
             },
             "cuda" => {
-                crate::backend::cuda::probe()
+                engine::backend::cuda::probe()
                     .map_err(|e| Fail::new(Status::Device, format!("params.device \"cuda\": {e}")))?;
                 DeviceKind::Cuda
             }
@@ -554,7 +444,7 @@ pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut
 }
 
 /// Opens the engine, naming the C field in a too-small-budget error.
-fn open_engine(dir: &Path, budget: KvBudget, kind: DeviceKind) -> crate::Result<Engine> {
+fn open_engine(dir: &Path, budget: KvBudget, kind: DeviceKind) -> engine::Result<Engine> {
     Engine::open_on(dir, budget, kind).map_err(|e| match e {
         // the library's message names the CLI flag; the C caller set a field
         Error::KvCapacity(m) => Error::KvCapacity(format!("params.kv_budget_bytes: {}", m.replace("--kv-budget ", ""))),
@@ -611,7 +501,7 @@ unsafe fn run_config(p: &LmRunParams) -> Res<RunConfig> {
             seed: p.seed,
         },
         max_new_tokens: p.max_new_tokens as usize,
-        text_mas_context_length: crate::mas::run::REFERENCE_CONTEXT_LENGTH,
+        text_mas_context_length: engine::mas::run::REFERENCE_CONTEXT_LENGTH,
     };
     cfg.validate().map_err(|e| from_error(e, false))?;
     Ok(cfg)
@@ -812,12 +702,12 @@ mod tests {
     #[test]
     fn realign_reaches_the_engine_alignment() {
         // A copy of the model: realign writes the alignment cache next to it.
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-tied");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/tiny-tied");
         let dir = std::env::temp_dir().join(format!("lm-ffi-realign-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for f in std::fs::read_dir(&src).unwrap() {
             let f = f.unwrap().path();
-            if f.file_name().unwrap() != crate::latent::CACHE_FILE {
+            if f.file_name().unwrap() != engine::latent::CACHE_FILE {
                 std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
             }
         }
@@ -834,13 +724,13 @@ mod tests {
             drop(h);
             lm_engine_free(engine);
         }
-        assert!(dir.join(crate::latent::CACHE_FILE).exists());
+        assert!(dir.join(engine::latent::CACHE_FILE).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_run_that_panicked_poisons_its_engine_and_free_still_works() {
-        let model = CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tiny-tied")).unwrap();
+        let model = CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/tiny-tied")).unwrap();
         let mut params = lm_engine_default_params();
         params.model = model.as_ptr();
         let mut engine: *mut LmEngine = std::ptr::null_mut();

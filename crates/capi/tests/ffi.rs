@@ -1,4 +1,4 @@
-//! The C ABI from C: the header agrees with src/ffi.rs (prototypes, struct fields and layout, status codes,
+//! The C ABI from C: the header agrees with crates/capi/src/lib.rs (prototypes, struct fields and layout, status codes,
 //! exported symbols), `ffi/examples/run.c` builds with the system C compiler against the static and the shared
 //! library and gives the CLI's report, every entry point rejects bad arguments with the documented codes
 //! (`ffi/tests/abi_check.c`), one engine serves several threads, and the example is clean under valgrind.
@@ -11,13 +11,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use latentmas::ffi::{LmEngineParams, LmRunParams, Status, NATIVE_STATIC_LIBS};
+#[path = "../src/abi.rs"]
+mod abi;
+
+use abi::{LmEngineParams, LmRunParams, Status, NATIVE_STATIC_LIBS};
 
 const TINY: &str = "tests/data/tiny-tied";
 const QUESTION: &str = "What is 12 plus 30?";
 
+/// The repository root (the header, the C sources and the test models live there).
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The `latentmas` CLI of this target directory (another package's binary, so cargo names no path for it):
+/// `cargo test` at the root builds it with the engine's tests.
+fn cli_exe() -> PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let exe = deps.parent().unwrap().join("latentmas");
+    assert!(exe.is_file(), "no {} (build it with `cargo build --release --bin latentmas`)", exe.display());
+    exe
 }
 
 /// The directory holding the liblatentmas.a / .so that cargo built for this test run.
@@ -60,20 +73,15 @@ fn check(out: &Output, what: &str) -> String {
     stdout
 }
 
-/// `latentmas ffi-flags ARGS --lib-dir <this run's libraries>`, split into arguments.
+/// `latentmas-ffi-flags ARGS --lib-dir <this run's libraries>`, split into arguments.
 fn ffi_flags(args: &[&str]) -> Vec<String> {
     let lib = lib_dir();
-    let out = Command::new(env!("CARGO_BIN_EXE_latentmas"))
-        .arg("ffi-flags")
-        .args(args)
-        .arg("--lib-dir")
-        .arg(&lib)
-        .output()
-        .unwrap();
-    check(&out, "latentmas ffi-flags").split_whitespace().map(String::from).collect()
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_latentmas-ffi-flags")).args(args).arg("--lib-dir").arg(&lib).output().unwrap();
+    check(&out, "latentmas-ffi-flags").split_whitespace().map(String::from).collect()
 }
 
-/// Compiles `source` (relative to the repository root) with the flags `latentmas ffi-flags` prints.
+/// Compiles `source` (relative to the repository root) with the flags `latentmas-ffi-flags` prints.
 fn build_c(source: &str, name: &str, shared: bool) -> PathBuf {
     let exe = out_dir().join(name);
     let mut cmd = Command::new(cc());
@@ -153,7 +161,7 @@ fn c_type_of_rust(rust: &str) -> Vec<String> {
 
 type Prototypes = BTreeMap<String, (Vec<String>, Vec<Vec<String>>)>;
 
-/// `extern "C" fn` items of src/ffi.rs: name → (return type, parameter types), in C spelling.
+/// `extern "C" fn` items of crates/capi/src/lib.rs: name → (return type, parameter types), in C spelling.
 fn rust_prototypes(src: &str) -> Prototypes {
     let mut out = Prototypes::new();
     let mut rest = src;
@@ -235,9 +243,11 @@ fn header_struct(code: &str, name: &str) -> Vec<(Vec<String>, String)> {
         .collect()
 }
 
-/// The fields of `pub struct name { … }` in src/ffi.rs: (C type, name) in order.
+/// The fields of `pub struct name { … }` in crates/capi/src/lib.rs: (C type, name) in order.
 fn rust_struct(src: &str, name: &str) -> Vec<(Vec<String>, String)> {
-    let start = src.find(&format!("pub struct {name} {{")).unwrap_or_else(|| panic!("no struct {name} in src/ffi.rs"));
+    let start = src
+        .find(&format!("pub struct {name} {{"))
+        .unwrap_or_else(|| panic!("no struct {name} in crates/capi/src (lib.rs, abi.rs)"));
     let body = &src[start..];
     let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
     body.lines()
@@ -252,13 +262,18 @@ fn rust_struct(src: &str, name: &str) -> Vec<(Vec<String>, String)> {
 
 #[test]
 fn header_prototypes_and_structs_match_the_rust_side() {
-    let src = std::fs::read_to_string(root().join("src/ffi.rs")).unwrap();
+    let read = |f: &str| std::fs::read_to_string(root().join("crates/capi/src").join(f)).unwrap();
+    let src = read("lib.rs") + &read("abi.rs");
     let code = header_code();
     let rust = rust_prototypes(&src);
     let header = header_prototypes(&code);
-    assert!(rust.len() >= 14, "found only {} extern \"C\" functions in src/ffi.rs", rust.len());
+    assert!(rust.len() >= 14, "found only {} extern \"C\" functions in crates/capi/src/lib.rs", rust.len());
     let names = |m: &Prototypes| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(names(&header), names(&rust), "functions declared in the header vs defined in src/ffi.rs");
+    assert_eq!(
+        names(&header),
+        names(&rust),
+        "functions declared in the header vs defined in crates/capi/src (lib.rs, abi.rs)"
+    );
     for (name, (ret, params)) in &rust {
         let (hret, hparams) = &header[name];
         assert_eq!(hret, ret, "return type of {name}: header vs Rust");
@@ -418,7 +433,7 @@ fn example_runs_on_the_tiny_model_and_reports_what_the_cli_reports() {
     assert!((1..=4).contains(&report["totals"]["generated_tokens"].as_u64().unwrap()));
 
     // The same question through `latentmas run --json`: the same report but for the timings.
-    let cli = Command::new(env!("CARGO_BIN_EXE_latentmas"))
+    let cli = Command::new(cli_exe())
         .args(["run", "--model", TINY, "--question", QUESTION, "--method", "latent", "--greedy"])
         .args(["--max-new-tokens", "4", "--latent-steps", "2", "--json"])
         .current_dir(root())
@@ -546,5 +561,5 @@ fn native_static_libs_are_what_rustc_prints() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr.lines().find_map(|l| l.split("native-static-libs: ").nth(1)).expect("a native-static-libs note");
     let printed: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(printed, NATIVE_STATIC_LIBS, "update latentmas::ffi::NATIVE_STATIC_LIBS");
+    assert_eq!(printed, NATIVE_STATIC_LIBS, "update NATIVE_STATIC_LIBS in crates/capi/src/abi.rs");
 }
