@@ -6,12 +6,14 @@
 //!    resource report is parsed into `$OUT_DIR/kernel_report.json` (also embedded). Nothing CUDA is linked.
 //!    nvcc is found through `NVCC` (the binary), `CUDA_HOME` (`$CUDA_HOME/bin/nvcc`) or `PATH`. Without it
 //!    the build succeeds with an empty fatbin and a reason string, and says how to get the toolchain.
-//! 2. Host emulation (always): g++ compiles the same `kernels/<op>.cu` (C++20, `-x c++`, `-DLMAS_EMU`) with
+//! 2. Host emulation (feature `emu`, the default): g++ compiles the same `kernels/<op>.cu` (C++20, `-x c++`, `-DLMAS_EMU`) with
 //!    `kernels/emu/` into the static library `latentmas_emu` (libc only: no exceptions, no libstdc++
 //!    runtime), which `src/kernels/emu.rs` calls and `tests/kernels_emu.rs` tests. bf16 comes from
 //!    `cuda_bf16.h` when the CUDA headers are found (next to nvcc), else from a bit-exact fallback.
 //!    `LATENTMAS_EMU_TSAN=1` builds that library with `-fsanitize=thread` (one OS thread per CUDA thread)
-//!    and links libtsan: the race-checking mode of the emulation tests.
+//!    and links libtsan: the race-checking mode of the emulation tests. Without the feature (the C library)
+//!    only the launch planners are compiled (`-DLMAS_PLAN_ONLY`: the kernels become uncalled inline
+//!    functions), into `latentmas_plan`.
 
 use std::env;
 use std::fmt::Write as _;
@@ -42,7 +44,11 @@ fn main() {
     let cuda_include = nvcc.as_ref().and_then(|n| cuda_include_dir(n));
 
     build_fatbin(&root, &out, &kernels, nvcc.as_deref());
-    build_emulator(&kdir, &kernels, cuda_include.as_deref());
+    if env::var_os("CARGO_FEATURE_EMU").is_some() {
+        build_emulator(&kdir, &kernels, cuda_include.as_deref());
+    } else {
+        build_planners(&kdir, &kernels, cuda_include.as_deref());
+    }
     build_nvtx_shim(&root, cuda_include.as_deref());
 }
 
@@ -260,35 +266,44 @@ fn to_json(entries: &[Entry]) -> String {
     s
 }
 
+/// The host compile of `kernels/*.cu` (and the emulator), as C++ without its runtime library.
+fn host_build(kdir: &Path, cuda_include: Option<&Path>, tsan: bool) -> cc::Build {
+    let mut b = cc::Build::new();
+    b.cpp(true)
+        .cpp_link_stdlib(None) // libc only: the library links into C programs and the CLI without libstdc++
+        .std("c++20")
+        .flag("-x")
+        .flag("c++")
+        .include(kdir)
+        .define("LMAS_EMU", "1")
+        .define("LMAS_EMU_TSAN", if tsan { "1" } else { "0" })
+        .flag("-fno-exceptions")
+        .flag("-fno-rtti")
+        .flag("-fno-threadsafe-statics")
+        // kernels reinterpret bf16 arrays as uint4 for 16-byte loads, as CUDA code does
+        .flag("-fno-strict-aliasing")
+        .flag("-Wno-unknown-pragmas")
+        .warnings(true)
+        .opt_level(if tsan { 1 } else { 2 });
+    match cuda_include {
+        Some(inc) => b.include(inc).define("LMAS_EMU_HAVE_CUDA_BF16", "1"),
+        None => b.define("LMAS_EMU_HAVE_CUDA_BF16", "0"),
+    };
+    if tsan {
+        b.debug(true);
+    }
+    b
+}
+
+/// The planners alone: what the cuda backend needs from `kernels/*.cu` on the host.
+fn build_planners(kdir: &Path, kernels: &[PathBuf], cuda_include: Option<&Path>) {
+    host_build(kdir, cuda_include, false).define("LMAS_PLAN_ONLY", "1").files(kernels).compile("latentmas_plan");
+    println!("cargo:rustc-env=LATENTMAS_EMU_TSAN=0");
+}
+
 fn build_emulator(kdir: &Path, kernels: &[PathBuf], cuda_include: Option<&Path>) {
     let tsan = env::var("LATENTMAS_EMU_TSAN").is_ok_and(|v| !v.is_empty() && v != "0");
-    let base = || {
-        let mut b = cc::Build::new();
-        b.cpp(true)
-            .cpp_link_stdlib(None) // libc only: the library links into C programs and the CLI without libstdc++
-            .std("c++20")
-            .flag("-x")
-            .flag("c++")
-            .include(kdir)
-            .define("LMAS_EMU", "1")
-            .define("LMAS_EMU_TSAN", if tsan { "1" } else { "0" })
-            .flag("-fno-exceptions")
-            .flag("-fno-rtti")
-            .flag("-fno-threadsafe-statics")
-            // kernels reinterpret bf16 arrays as uint4 for 16-byte loads, as CUDA code does
-            .flag("-fno-strict-aliasing")
-            .flag("-Wno-unknown-pragmas")
-            .warnings(true)
-            .opt_level(if tsan { 1 } else { 2 });
-        match cuda_include {
-            Some(inc) => b.include(inc).define("LMAS_EMU_HAVE_CUDA_BF16", "1"),
-            None => b.define("LMAS_EMU_HAVE_CUDA_BF16", "0"),
-        };
-        if tsan {
-            b.debug(true);
-        }
-        b
-    };
+    let base = || host_build(kdir, cuda_include, tsan);
     // The runtime (scheduler, checks, layout table) is never instrumented: under TSan it hides its own
     // locking and declares CUDA's happens-before edges itself (kernels/emu/emu.cpp).
     let runtime = base().files(list(&kdir.join("emu"), "cpp")).compile_intermediates();

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::backend::cpu::matmul::Precision;
 use crate::backend::cuda::{self, nvtx, CudaModel};
+#[cfg(feature = "emu")]
 use crate::backend::emu::{self, EmuModel};
 use crate::error::{Error, Result};
 use crate::kv::{KvBudget, KvBuffer, KvRow};
@@ -67,6 +68,7 @@ pub enum DeviceKind {
 /// The device state an engine holds.
 pub enum Device {
     Cpu,
+    #[cfg(feature = "emu")]
     Emu(Box<EmuModel>),
     Cuda(Box<CudaModel>),
 }
@@ -77,6 +79,7 @@ macro_rules! on_device {
     ($dev:expr, cpu => $cpu:expr, $m:ident => $body:expr) => {
         match $dev {
             Device::Cpu => $cpu,
+            #[cfg(feature = "emu")]
             Device::Emu($m) => $body,
             Device::Cuda($m) => $body,
         }
@@ -87,6 +90,7 @@ impl Device {
     pub fn kind(&self) -> DeviceKind {
         match self {
             Device::Cpu => DeviceKind::Cpu,
+            #[cfg(feature = "emu")]
             Device::Emu(_) => DeviceKind::Emu,
             Device::Cuda(_) => DeviceKind::Cuda,
         }
@@ -168,10 +172,19 @@ impl Engine {
         let (kv, mut device) = match device {
             DeviceKind::Cpu => (KvBuffer::new(&model.config, budget)?, Device::Cpu),
             // bf16 KV on the device: the engine's buffer only does the row bookkeeping
+            #[cfg(feature = "emu")]
             DeviceKind::Emu => {
                 let kv = KvBuffer::bookkeeping(&model.config, budget, 2)?;
                 let m = emu::new_emu_model(&model, kv.slots())?;
                 (kv, Device::Emu(Box::new(m)))
+            }
+            #[cfg(not(feature = "emu"))]
+            DeviceKind::Emu => {
+                return Err(Error::Device(
+                    "the emu device needs the host kernel emulator, which this build leaves out (the `emu` \
+                     feature of the latentmas crate; the CLI has it)"
+                        .into(),
+                ))
             }
             DeviceKind::Cuda => {
                 let kv = KvBuffer::bookkeeping(&model.config, budget, 2)?;

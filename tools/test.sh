@@ -5,7 +5,7 @@
 # - runs every test (as root, the code sandbox's tests also without user namespaces and as nobody);
 # - reruns the kernel tests with the emulator in ThreadSanitizer mode (one OS thread per CUDA thread; catches
 #   missing barriers), built in its own target directory (target/tsan) so that target/release keeps binaries
-#   free of libtsan; the last step checks that it did;
+#   free of libtsan; the last steps check that it did and that the C library holds only the engine;
 # - builds the Python bindings into a venv (tools/install_python_bindings.sh) and runs their pytest tests.
 # Usage: tools/test.sh [extra cargo test args, e.g. --test golden_forward]
 set -euo pipefail
@@ -45,6 +45,8 @@ if [[ ! -d target/tsan/release ]]; then
   cp -a target/release target/tsan/
 fi
 LATENTMAS_EMU_TSAN=1 CARGO_TARGET_DIR=target/tsan cargo test --release --test kernels_emu -- --nocapture
-# The libraries a user links (cargo test builds only the rlib), then none of target/release links a sanitizer.
+# The libraries a user links, built alone (a workspace build unifies features and would put the emulator,
+# the hub client and the CLI back into them), hold none of those; none of target/release links a sanitizer.
 cargo build --release -p latentmas-capi
+tools/check_capi_contents.sh target/release/liblatentmas.a
 tools/check_no_sanitizer.sh target/release/latentmas target/release/liblatentmas.so

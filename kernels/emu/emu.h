@@ -62,7 +62,13 @@
 #undef __forceinline__
 #undef __noinline__
 #undef __launch_bounds__
+/* LMAS_PLAN_ONLY: the launch planners alone (the C library without the emulator). Kernels become inline
+ * functions nothing calls, so none is emitted and nothing references the emulator's runtime. */
+#ifdef LMAS_PLAN_ONLY
+#define __global__ inline
+#else
 #define __global__
+#endif
 #define __device__
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
@@ -330,6 +336,10 @@ inline unsigned long long max(unsigned long long a, unsigned long long b) { retu
 #ifndef LMAS_EMU_RETAIN
 #define LMAS_EMU_RETAIN
 #endif
+#ifdef LMAS_PLAN_ONLY
+#define LMAS_KERNEL(fn)
+#define LMAS_EMU_ENTRY(...)
+#else
 #define LMAS_KERNEL(fn) {#fn, fn}
 #define LMAS_EMU_ENTRY(op, Params, ...)                                                                      \
     static const ::lmas_emu::KernelRef<Params> lmas_emu_kernels_##op[] = {__VA_ARGS__};                        \
@@ -342,5 +352,6 @@ inline unsigned long long max(unsigned long long a, unsigned long long b) { retu
     }                                                                                                        \
     LMAS_EMU_RETAIN __attribute__((used, section("lmas_emu_ops"), aligned(8))) static const ::lmas_emu::OpEntry \
         lmas_emu_op_##op = {#op, lmas_emu_named_##op};
+#endif
 
 #endif /* LMAS_EMU_H */

@@ -16,6 +16,7 @@
 
 pub mod cpu;
 pub mod cuda;
+#[cfg(feature = "emu")]
 pub mod emu;
 pub mod gpu;
 

@@ -181,15 +181,7 @@ pub struct BenchReport {
     pub rows: Vec<Row>,
 }
 
-/// The cache directory for synthesized models: `$XDG_CACHE_HOME/latentmas`, else `~/.cache/latentmas`,
-/// else the temporary directory.
-pub fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("latentmas")
-}
+pub use crate::cache::cache_dir;
 
 /// A random-weight checkpoint of `shape` (see [`crate::model::synth::shape`]) in `cache` (default
 /// [`cache_dir`]), synthesized on first use (seed 0) and reused after. `on_synth` is told when it has to

@@ -29,7 +29,7 @@ pub mod chart;
 pub mod code_exec;
 mod code_sandbox;
 pub mod dataset;
-pub mod extract;
+pub use crate::answer as extract;
 pub mod label_layout;
 pub mod provenance;
 pub mod question;

@@ -29,7 +29,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::code_exec::{self, ExecConfig, ExecOutcome};
-use super::extract::{extract_answer, extract_python_block, normalize, py_strip, NUMBER_PATTERN};
+use super::extract::{normalize, py_strip, NUMBER_PATTERN};
 use super::task::Task;
 use crate::error::Result;
 
@@ -132,14 +132,7 @@ pub fn predict(task: Task, text: &str) -> Option<String> {
     predict_answer(task.is_code(), text)
 }
 
-/// [`predict`] by answer kind alone (runs know their prompt family, not their dataset).
-pub fn predict_answer(code: bool, text: &str) -> Option<String> {
-    if code {
-        extract_python_block(text)
-    } else {
-        extract_answer(text).map(|a| normalize(&a))
-    }
-}
+pub use crate::answer::predict_answer;
 
 /// The outcome of scoring one model text.
 #[derive(Debug, Clone, PartialEq)]

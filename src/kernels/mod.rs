@@ -18,8 +18,10 @@
 //! single kernel argument (`&p` as the one `kernelParams` entry). Device pointers are [`DevPtr`] (`u64`).
 //! No op needs more than 48 KiB of dynamic shared memory, so no function attribute has to be set.
 //!
-//! Running on the CPU: [`emu::emulate`] (tests; see `kernels/emu/emu.h` for what the emulator checks).
+//! Running on the CPU: `emu::emulate` (feature `emu`: tests and the `emu` device; see `kernels/emu/emu.h` for
+//! what the emulator checks). Without that feature the build holds the planners alone.
 
+#[cfg(feature = "emu")]
 pub mod emu;
 pub mod params;
 pub mod report;
@@ -86,6 +88,7 @@ pub unsafe trait KernelOp: Copy + std::fmt::Debug + sealed::Sealed {
     #[doc(hidden)]
     unsafe fn raw_plan(p: *const Self, plan: *mut RawPlan);
     #[doc(hidden)]
+    #[cfg(feature = "emu")]
     unsafe fn raw_emulate(p: *const Self, opts: *const RawEmuOptions, err: *mut RawEmuError) -> i32;
 
     /// The launches for these params (the same planner the emulator uses), or why the params are invalid.
@@ -129,6 +132,7 @@ macro_rules! kernel_ops {
         extern "C" {
             $(
                 fn $plan(p: *const $ty, plan: *mut RawPlan);
+                #[cfg(feature = "emu")]
                 fn $emu(p: *const $ty, opts: *const RawEmuOptions, err: *mut RawEmuError) -> i32;
             )*
         }
@@ -141,6 +145,7 @@ macro_rules! kernel_ops {
                     // SAFETY: forwarded from the caller.
                     unsafe { $plan(p, plan) }
                 }
+                #[cfg(feature = "emu")]
                 unsafe fn raw_emulate(p: *const Self, opts: *const RawEmuOptions, err: *mut RawEmuError) -> i32 {
                     // SAFETY: forwarded from the caller.
                     unsafe { $emu(p, opts, err) }
@@ -162,5 +167,10 @@ kernel_ops! {
     SpliceParams => "kv_splice", lmas_plan_kv_splice, lmas_emu_kv_splice;
     ArgmaxParams => "argmax", lmas_plan_argmax, lmas_emu_argmax;
     SampleParams => "sample", lmas_plan_sample, lmas_emu_sample;
+}
+
+// The emulator's own self-test kernels (kernels/emu/selftest.cu) exist only in the emulator build.
+#[cfg(feature = "emu")]
+kernel_ops! {
     EmuTestParams => "selftest", lmas_plan_selftest, lmas_emu_selftest;
 }

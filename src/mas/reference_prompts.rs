@@ -20,7 +20,7 @@ const IMPORT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where the imported set lives: `<cache dir>/prompts/reference.json` (the cache dir of synthesized models).
 pub fn cache_path() -> PathBuf {
-    crate::bench::cache_dir().join("prompts").join("reference.json")
+    crate::cache::cache_dir().join("prompts").join("reference.json")
 }
 
 /// The command that creates the cached set, for error messages.

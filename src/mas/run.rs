@@ -14,8 +14,7 @@ use super::report::{AgentReport, LatentInput, QuestionReport, Trace, TraceAgent}
 use crate::backend::cuda::nvtx;
 use crate::engine::{Decoded, Engine};
 use crate::error::{Error, Result};
-use crate::eval::extract::py_strip;
-use crate::eval::score::predict_answer;
+use crate::answer::{predict_answer, py_strip};
 use crate::kv::KvRow;
 use crate::latent::Alignment;
 use crate::sample::SamplingParams;

@@ -7,6 +7,9 @@
 //! - [`normalize`]: Python's `str.strip()` then `str.lower()`.
 //! - [`extract_python_block`]: the last ```` ```python … ``` ```` block, stripped.
 //! - [`NUMBER_PATTERN`]: the number syntax `[-+]?\d+(?:\.\d+)?` (Unicode `\d`, as in Python 3).
+//! - [`predict_answer`]: a run's reported answer (the last python block for code, else the normalised answer).
+//!
+//! Part of the engine (every run report carries its answer); `eval` scores with it (`eval::extract`).
 //!
 //! Consequences worth knowing (all reference behaviour, tested in the table below):
 //! `\boxed{1,000}` → `1`; `\boxed{18.00}` → `18.00`; `\boxed{\frac{1}{2}}` → `1`; `\boxed{\text{A}}` →
@@ -59,6 +62,16 @@ pub fn extract_answer(text: &str) -> Option<String> {
 pub fn extract_python_block(text: &str) -> Option<String> {
     let caps = PYTHON_BLOCK.captures_iter(text).last()?;
     Some(py_strip(caps.get(1).map_or("", |m| m.as_str())).to_string())
+}
+
+/// A run's answer by answer kind alone (runs know their prompt family, not their dataset): the last python
+/// block for code, else the normalised [`extract_answer`].
+pub fn predict_answer(code: bool, text: &str) -> Option<String> {
+    if code {
+        extract_python_block(text)
+    } else {
+        extract_answer(text).map(|a| normalize(&a))
+    }
 }
 
 #[cfg(test)]
