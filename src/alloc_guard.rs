@@ -8,6 +8,12 @@
 //! on its own thread whose live allocations the allocator tracks: past the bound the thread is stopped
 //! inside the allocation (it sleeps for good and its memory, at most the bound, is leaked) and the caller
 //! gets [`Bounded::Exceeded`]. Every other thread pays one thread-local read per allocation.
+//!
+//! The feature `global-alloc` (default on; the C library and the Python module turn it on too) makes
+//! [`GuardedAlloc`] the process's global allocator. A Rust program embedding the engine that wants its own
+//! allocator turns the feature off; to keep the bound it declares
+//! `#[global_allocator] static A: latentmas::alloc_guard::GuardedAlloc = latentmas::alloc_guard::GuardedAlloc;`,
+//! and without that a template's render runs unbounded (said once on the log, [`is_global_allocator`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -18,6 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 /// The system allocator with the bound of [`run_bounded`] and the counter of [`count_allocations`].
 pub struct GuardedAlloc;
 
+#[cfg(feature = "global-alloc")]
 #[global_allocator]
 static GLOBAL: GuardedAlloc = GuardedAlloc;
 
@@ -76,6 +83,14 @@ pub fn run_bounded<T: Send + 'static>(limit: usize, f: impl FnOnce() -> T + Send
     let (b, r) = (bound.clone(), result.clone());
     let spawned = std::thread::Builder::new().name("bounded".into()).stack_size(16 << 20).spawn(move || {
         BOUND.with(|c| c.set(Arc::as_ptr(&b)));
+        if !is_global_allocator() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "latentmas: GuardedAlloc is not this process's global allocator: a chat template's memory is not bounded"
+                )
+            });
+        }
         let out = catch_unwind(AssertUnwindSafe(f));
         BOUND.with(|c| c.set(std::ptr::null()));
         match out {
@@ -103,8 +118,36 @@ pub fn run_bounded<T: Send + 'static>(limit: usize, f: impl FnOnce() -> T + Send
     }
 }
 
-/// Allocations made (on any thread) while `f` runs.
+/// Whether [`GuardedAlloc`] serves this process's allocations (feature `global-alloc`, or the program's
+/// own `#[global_allocator]`): an allocation made here reaches its counter or not.
+pub fn is_global_allocator() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        // A bound nothing can pass, on this thread for one allocation: GuardedAlloc accounts it, another
+        // allocator does not.
+        let probe = Bound {
+            limit: usize::MAX,
+            live: AtomicUsize::new(0),
+            state: Mutex::new(State::Running),
+            changed: Condvar::new(),
+        };
+        let outer = current_bound();
+        BOUND.with(|c| c.set(&probe));
+        let b = std::hint::black_box(Box::new(0u64));
+        let seen = probe.live.load(Ordering::SeqCst) > 0;
+        drop(b);
+        BOUND.with(|c| c.set(outer));
+        seen
+    })
+}
+
+/// Allocations made (on any thread) while `f` runs. Panics when [`GuardedAlloc`] is not the global
+/// allocator (the count would be zero whatever `f` does).
 pub fn count_allocations(f: impl FnOnce()) -> usize {
+    assert!(
+        is_global_allocator(),
+        "count_allocations needs GuardedAlloc as the global allocator (feature global-alloc)"
+    );
     ALLOCS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
     f();
@@ -191,6 +234,11 @@ unsafe impl GlobalAlloc for GuardedAlloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guard_serves_this_process_with_the_default_features() {
+        assert!(is_global_allocator());
+    }
 
     #[test]
     fn a_closure_within_its_bound_returns_its_value() {
