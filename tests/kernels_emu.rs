@@ -558,6 +558,20 @@ struct NormCase {
 }
 
 #[test]
+fn a_read_through_an_unmapped_address_is_an_illegal_address_error() {
+    let dim = 64;
+    let mut w = Buf::<u16>::from_slice(&vec![0x3F80; dim], 0);
+    let mut out = Buf::<u16>::poisoned(dim, 0);
+    // Page 1: below Linux's mmap_min_addr, so never mapped in any process.
+    let p = RmsNormParams { x: 0x1000, weight: w.dp(), out: out.dp(), rows: 1, dim: dim as u32, eps: 1e-6, _pad: 0 };
+    for mode in [Mode::Fibers, Mode::Threads] {
+        // SAFETY: the one bad pointer is the point of the test; the emulator catches the fault.
+        let e = unsafe { emu::emulate(&p, Options { mode, ..Options::default() }) }.unwrap_err();
+        assert_eq!(e.kind, EmuErrorKind::IllegalAddress, "{mode:?}: {e}");
+    }
+}
+
+#[test]
 fn rmsnorm_matches_cpu() {
     let cases_all =
         [(1, 1, 0), (3, 37, 0), (2, 64, 0), (2, 64, 1), (5, 1024, 0), (1, 2056, 0), (4, 100, 0), (2, 3000, 3)];

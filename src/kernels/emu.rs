@@ -59,6 +59,8 @@ pub enum EmuErrorKind {
     DataRace,
     /// `__trap()`.
     Trap,
+    /// A kernel touched an address no host mapping backs (a GPU's illegal address fault).
+    IllegalAddress,
     /// The emulator itself failed.
     Internal,
 }
@@ -147,6 +149,7 @@ pub unsafe fn emulate<P: KernelOp>(p: &P, opts: Options) -> Result<(), EmuError>
         6 => EmuErrorKind::SharedOverflow,
         7 => EmuErrorKind::DataRace,
         8 => EmuErrorKind::Trap,
+        12 => EmuErrorKind::IllegalAddress,
         _ => EmuErrorKind::Internal,
     };
     // SAFETY: the emulator NUL-terminates its message (snprintf into the fixed buffer).
