@@ -129,6 +129,12 @@ fn questions_file_runs_as_a_batch_and_bad_lines_are_named() {
         ok(&["run", "--model", TINY, "--questions", good.to_str().unwrap(), "--greedy", "--max-new-tokens", "2"]);
     let first = text.lines().next().unwrap();
     assert!(first.starts_with("startup ") && first.contains("weights") && first.contains("tokenizer"), "{first}");
+    // the per-agent table: one row per agent and a total, columns aligned, then the KV cache's size
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(rows.first().is_some_and(|h| h.starts_with("| agent ") && h.contains("decode s")), "{text}");
+    assert!(rows.iter().any(|l| l.starts_with("| total ")), "{text}");
+    assert!(rows.iter().all(|l| l.len() == rows[0].len()), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("KV cache: ") && l.ends_with(" MB")), "{text}");
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"question\": \"ok\"}\n{\"q\": 1}\n").unwrap();
     let err = fails(&["run", "--model", TINY, "--questions", bad.to_str().unwrap()]);
