@@ -8,82 +8,74 @@
 //! Without a GPU, `LATENTMAS_CUDA_EMU=<dir>` (tools/test.sh sets it from tools/cuda_emu.sh) runs the whole
 //! binary on the emulated CUDA driver and cuBLAS of cuda-emu/: the real `CudaDevice`, end to end.
 //!
-//! The binary has its own harness (libtest-mimic, `harness = false`): libtest's `#[ignore]` is decided at
-//! compile time, and whether a device is present is known only when the tests run. It takes libtest's
-//! arguments (a name filter, `--exact`, `--list`, `--test-threads`, ...); it does not capture the tests'
-//! output.
+//! The binary has its own harness (tests/harness/, `harness = false`): whether a device is present is known
+//! only when the tests run.
 
 mod common;
 #[path = "common/cuda_emu.rs"]
 mod cuda_emu;
 mod gpu_checks;
+mod harness;
 
 use gpu_checks::*;
+use harness::trial;
 use latentmas::backend::cuda::{new_cuda_model, probe, CudaDevice};
 use latentmas::backend::emu::new_emu_model;
 use latentmas::engine::DeviceKind;
 use latentmas::kv::{KvBudget, KvBuffer};
 use latentmas::model::qwen3::{ForwardOut, Input, RowStep, Select};
-use libtest_mimic::{Arguments, Completion, Trial};
 
 /// Set for the child process that runs [`sync_check_fault_in_this_process`] (and only it).
 const FAULT_CHILD: &str = "LATENTMAS_TEST_CUDA_FAULT_CHILD";
 
 fn main() {
-    let args = Arguments::from_args();
-    let gpu_tests: [(&'static str, fn()); 18] = [
-        ("cuda_prefill_and_decode_match_golden", cuda_prefill_and_decode_match_golden),
-        ("cuda_embeddings_input_matches_golden", cuda_embeddings_input_matches_golden),
-        ("cuda_greedy_matches_golden_where_the_margin_allows", cuda_greedy_matches_golden_where_the_margin_allows),
-        ("cuda_mixed_batch_matches_cpu", cuda_mixed_batch_matches_cpu),
-        ("cuda_bf16_checkpoint_matches_cpu", cuda_bf16_checkpoint_matches_cpu),
-        ("cuda_latentmas_runs_match_cpu_traces", cuda_latentmas_runs_match_cpu_traces),
-        ("cuda_engine_phases_match_cpu_where_the_margin_allows", cuda_engine_phases_match_cpu_where_the_margin_allows),
-        (
-            "cuda_equals_cpu_token_for_token_on_the_trained_tiny_model",
-            cuda_equals_cpu_token_for_token_on_the_trained_tiny_model,
-        ),
-        ("cuda_device_sampling_equals_host_sampling", cuda_device_sampling_equals_host_sampling),
-        ("cuda_graph_replays_equal_eager_runs", cuda_graph_replays_equal_eager_runs),
-        ("cuda_matches_emu", cuda_matches_emu),
-        ("cuda_fresh_buffers_read_as_zero", cuda_fresh_buffers_read_as_zero),
-        ("cuda_capture_refuses_what_cuda_refuses", cuda_capture_refuses_what_cuda_refuses),
-        ("cuda_buffers_never_grow_while_capturing", cuda_buffers_never_grow_while_capturing),
-        ("cuda_probe_and_devices_share_one_primary_context", cuda_probe_and_devices_share_one_primary_context),
-        ("cuda_sync_check_names_the_faulting_kernel", cuda_sync_check_names_the_faulting_kernel),
-        ("sync_check_fault_in_this_process", sync_check_fault_in_this_process),
-        ("cli_run_on_cuda_traces_like_cpu", cli_run_on_cuda_traces_like_cpu),
-    ];
-    let mut trials = vec![Trial::test("probe_never_panics_and_explains_itself_in_one_line", || {
-        probe_never_panics_and_explains_itself_in_one_line();
-        Ok(())
-    })];
-    trials.extend(gpu_tests.into_iter().map(|(name, check)| gpu_test(name, check)));
-    libtest_mimic::run(&args, trials).exit();
+    harness::run(vec![
+        trial!(probe_never_panics_and_explains_itself_in_one_line),
+        trial!(cuda_prefill_and_decode_match_golden, needs device),
+        trial!(cuda_embeddings_input_matches_golden, needs device),
+        trial!(cuda_greedy_matches_golden_where_the_margin_allows, needs device),
+        trial!(cuda_mixed_batch_matches_cpu, needs device),
+        trial!(cuda_bf16_checkpoint_matches_cpu, needs device),
+        trial!(cuda_latentmas_runs_match_cpu_traces, needs device),
+        trial!(cuda_engine_phases_match_cpu_where_the_margin_allows, needs device),
+        trial!(cuda_equals_cpu_token_for_token_on_the_trained_tiny_model, needs device),
+        trial!(cuda_device_sampling_equals_host_sampling, needs device),
+        trial!(cuda_graph_replays_equal_eager_runs, needs device),
+        trial!(cuda_matches_emu, needs device),
+        trial!(cuda_fresh_buffers_read_as_zero, needs device),
+        trial!(cuda_capture_refuses_what_cuda_refuses, needs device),
+        trial!(cuda_buffers_never_grow_while_capturing, needs device),
+        trial!(cuda_probe_and_devices_share_one_primary_context, needs device),
+        trial!(cuda_sync_check_names_the_faulting_kernel, needs device),
+        trial!(sync_check_fault_in_this_process, needs device_in_the_fault_child),
+        trial!(cli_run_on_cuda_traces_like_cpu, needs device),
+    ]);
 }
 
-/// A test that needs a CUDA device: run when the probe finds one (a GPU, or the emulated driver), reported
-/// as ignored with the probe's reason otherwise. A panic in `check` fails the test.
-fn gpu_test(name: &'static str, check: fn()) -> Trial {
-    Trial::ignorable_test(name, move || {
-        let fault_child = name == "sync_check_fault_in_this_process";
-        if fault_child != std::env::var_os(FAULT_CHILD).is_some() {
-            return Ok(Completion::ignored_with(if fault_child {
-                "run in its own process by cuda_sync_check_names_the_faulting_kernel: a device fault ends the context"
-            } else {
-                "this process runs only the faulting half of cuda_sync_check_names_the_faulting_kernel"
-            }));
-        }
-        match probe() {
-            Ok(info) => {
-                println!("{name}: on {} ({} devices)", info.name, info.devices);
-                check();
-                Ok(Completion::Completed)
-            }
-            // the probe's one line: "device: no CUDA driver/device found (...)"
-            Err(e) => Ok(Completion::ignored_with(e)),
-        }
-    })
+/// A usable CUDA device (a GPU, or the emulated driver); the error is the probe's one line,
+/// `device: no CUDA driver/device found (...)`.
+fn device() -> Result<(), String> {
+    if std::env::var_os(FAULT_CHILD).is_some() {
+        return Err("this process runs only the faulting half of cuda_sync_check_names_the_faulting_kernel".into());
+    }
+    probe_device()
+}
+
+/// [`device`], in the child process [`cuda_sync_check_names_the_faulting_kernel`] starts.
+fn device_in_the_fault_child() -> Result<(), String> {
+    if std::env::var_os(FAULT_CHILD).is_none() {
+        return Err(
+            "run in its own process by cuda_sync_check_names_the_faulting_kernel: a device fault ends the context"
+                .into(),
+        );
+    }
+    probe_device()
+}
+
+fn probe_device() -> Result<(), String> {
+    let info = probe().map_err(|e| e.to_string())?;
+    println!("on {} ({} devices)", info.name, info.devices);
+    Ok(())
 }
 
 fn probe_never_panics_and_explains_itself_in_one_line() {
