@@ -38,6 +38,8 @@ pub mod model;
 pub mod output;
 pub mod sample;
 pub mod startup;
+#[cfg(feature = "cli")]
+pub mod table;
 pub mod tokenizer;
 pub mod tokenizer_json;
 

@@ -3,13 +3,31 @@
 //! report that timed both engines), `--device cuda` without a
 //! device says it ran nothing, a bad compare file fails before any measuring.
 
+mod harness;
+
+use harness::trial;
 use std::process::{Command, Output};
 
 fn latentmas(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_latentmas")).args(args).output().expect("run latentmas")
 }
 
-#[test]
+fn main() {
+    harness::run(vec![
+        trial!(bench_writes_the_shared_keys_and_compares),
+        trial!(the_paired_question_row_needs_both_figures),
+        trial!(cuda_runs_nothing_and_says_so, needs no_device),
+        trial!(a_bad_compare_file_fails_first),
+    ]);
+}
+
+fn no_device() -> Result<(), String> {
+    match latentmas::backend::cuda::probe() {
+        Ok(_) => Err("a CUDA device is present; this test checks the no-device path".into()),
+        Err(_) => Ok(()),
+    }
+}
+
 fn bench_writes_the_shared_keys_and_compares() {
     let dir = std::env::temp_dir().join(format!("lm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -69,7 +87,6 @@ fn bench_writes_the_shared_keys_and_compares() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
 fn the_paired_question_row_needs_both_figures() {
     use latentmas::bench::paired_question_row;
     let v = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
@@ -84,18 +101,12 @@ fn the_paired_question_row_needs_both_figures() {
     assert!(paired_question_row("ref", &zero).ends_with("per question: -\n"), "no ratio of a zero time");
 }
 
-#[test]
 fn cuda_runs_nothing_and_says_so() {
-    if latentmas::backend::cuda::probe().is_ok() {
-        println!("SKIP: a CUDA device is present; this test checks the no-device path");
-        return;
-    }
     let out = latentmas(&["bench", "--model", "tests/data/tiny-tied", "--device", "cuda"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("SKIP"));
 }
 
-#[test]
 fn a_bad_compare_file_fails_first() {
     let out = latentmas(&["bench", "--model", "tests/data/tiny-tied", "--compare", "/nonexistent/theirs.json"]);
     let err = String::from_utf8_lossy(&out.stderr);

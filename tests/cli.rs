@@ -1,6 +1,9 @@
 //! End to end through the `latentmas` binary on the tiny models: every method and topology runs, JSON and
 //! trace outputs have their documented shape, and bad input exits non-zero with a clear message (no panic).
 
+mod harness;
+
+use harness::trial;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -33,7 +36,28 @@ fn scratch(name: &str) -> PathBuf {
 const TINY: &str = "tests/data/tiny-tied";
 const PROMPTS: &str = "tests/data/prompts_tiny.json";
 
-#[test]
+fn main() {
+    harness::run(vec![
+        trial!(every_method_and_topology_runs_and_reports_json),
+        trial!(trace_file_has_the_documented_fields),
+        trial!(questions_file_runs_as_a_batch_and_bad_lines_are_named),
+        trial!(synth_then_generate_json),
+        trial!(bad_input_gets_a_clear_error),
+        trial!(kernels_lists_every_kernel_with_resources, needs kernels_built),
+        trial!(run_on_the_emu_device_traces_like_cpu),
+        trial!(devices_names_the_cpu_and_the_cuda_verdict),
+    ]);
+}
+
+/// Kernels in this build (the CLI is built with the same CUDA_HOME as this test).
+fn kernels_built() -> Result<(), String> {
+    if latentmas::kernels::kernel_report().is_empty() {
+        Err("this build has no kernels: nvcc was not found; run tools/install_cuda.sh and set CUDA_HOME".into())
+    } else {
+        Ok(())
+    }
+}
+
 fn every_method_and_topology_runs_and_reports_json() {
     for (method, topology) in [
         ("single", "sequential"),
@@ -60,7 +84,6 @@ fn every_method_and_topology_runs_and_reports_json() {
     }
 }
 
-#[test]
 fn trace_file_has_the_documented_fields() {
     let dir = scratch("trace");
     let trace = dir.join("trace.json");
@@ -101,7 +124,6 @@ fn trace_file_has_the_documented_fields() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
 fn questions_file_runs_as_a_batch_and_bad_lines_are_named() {
     let dir = scratch("questions");
     let good = dir.join("q.jsonl");
@@ -129,6 +151,12 @@ fn questions_file_runs_as_a_batch_and_bad_lines_are_named() {
         ok(&["run", "--model", TINY, "--questions", good.to_str().unwrap(), "--greedy", "--max-new-tokens", "2"]);
     let first = text.lines().next().unwrap();
     assert!(first.starts_with("startup ") && first.contains("weights") && first.contains("tokenizer"), "{first}");
+    // the per-agent table: one row per agent and a total, columns aligned, then the KV cache's size
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(rows.first().is_some_and(|h| h.starts_with("| agent ") && h.contains("decode s")), "{text}");
+    assert!(rows.iter().any(|l| l.starts_with("| total ")), "{text}");
+    assert!(rows.iter().all(|l| l.len() == rows[0].len()), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("KV cache: ") && l.ends_with(" MB")), "{text}");
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"question\": \"ok\"}\n{\"q\": 1}\n").unwrap();
     let err = fails(&["run", "--model", TINY, "--questions", bad.to_str().unwrap()]);
@@ -136,7 +164,6 @@ fn questions_file_runs_as_a_batch_and_bad_lines_are_named() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
 fn synth_then_generate_json() {
     let dir = scratch("synth");
     let model = dir.join("m");
@@ -160,7 +187,6 @@ fn synth_then_generate_json() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
 fn bad_input_gets_a_clear_error() {
     // (the tiny model's context holds the default 4096 new tokens only with a short budget of its own)
     let small = fails(&["run", "--model", TINY, "--question", "hi", "--max-new-tokens", "8", "--kv-budget", "10tok"]);
@@ -193,15 +219,11 @@ fn bad_input_gets_a_clear_error() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
 fn kernels_lists_every_kernel_with_resources() {
     let out = ok(&["kernels", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let rows = v.as_array().unwrap();
-    if rows.is_empty() {
-        println!("SKIP (this build has no kernels: nvcc was not found; run tools/install_cuda.sh and set CUDA_HOME)");
-        return;
-    }
+    assert!(!rows.is_empty(), "`latentmas kernels --json` lists no kernels, but this build has them");
     for k in [
         "latentmas_rmsnorm",
         "latentmas_add_rmsnorm",
@@ -223,12 +245,18 @@ fn kernels_lists_every_kernel_with_resources() {
         }
         assert_eq!((r["spill_stores"].as_u64(), r["spill_loads"].as_u64()), (Some(0), Some(0)), "{r} spills");
     }
+    // the text form: one table row per kernel and architecture, then the spill verdict
+    let text = ok(&["kernels"]);
+    let table: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(table.len(), rows.len() + 2, "header, separator and a row per entry:\n{text}");
+    assert!(table[0].starts_with("| kernel ") && table[0].contains("| spill st B |"), "{text}");
+    assert!(table.iter().any(|l| l.starts_with("| latentmas_rmsnorm ") && l.contains(" sm_90a ")), "{text}");
+    assert!(text.contains(&format!("{} entries, no spills", rows.len())), "{text}");
 }
 
 /// `--device emu` runs the whole LatentMAS pipeline on the emulated cuda path: its trace has the cpu's prompt
 /// ids and KV lengths for every agent (generated ids may differ where the greedy margin is below the bf16
 /// error; tests/emu_backend.rs checks those with margins).
-#[test]
 fn run_on_the_emu_device_traces_like_cpu() {
     // tiny-trained: confident greedy choices (tools/make_trained_tiny_model.py), so the bf16 device must pick
     // the same tokens as the f32 cpu backend, and the whole trace but the fed vectors' low bits is equal
@@ -267,7 +295,6 @@ fn run_on_the_emu_device_traces_like_cpu() {
     assert!(c.as_array().unwrap().last().unwrap()["generated_ids"].as_array().is_some_and(|a| !a.is_empty()));
 }
 
-#[test]
 fn devices_names_the_cpu_and_the_cuda_verdict() {
     let out = ok(&["devices"]);
     assert!(out.lines().any(|l| l.starts_with("cpu: ")), "{out}");

@@ -2,6 +2,9 @@
 //! nor a temporary one; `run --json` writes each line in one `write(2)`; `--threads` beyond the CPUs is
 //! clamped with a note instead of spawning thousands of threads.
 
+mod harness;
+
+use harness::trial;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,7 +31,24 @@ fn temp_files(dir: &Path) -> Vec<String> {
 const RECORD: &str = "{\"id\":\"0\",\"task\":\"gsm8k\",\"method\":\"single\",\"prediction\":\"2\",\"gold\":\"2\",\
                       \"correct\":true,\"output_tokens\":3,\"latent_steps\":0,\"seconds\":0.5,\"agents\":[],\"output\":\"2\"}\n";
 
-#[test]
+fn main() {
+    harness::run(vec![
+        trial!(sigint_during_a_write_leaves_no_file),
+        trial!(run_json_writes_each_line_in_one_write, needs strace_works),
+        trial!(absurd_thread_counts_are_clamped),
+    ]);
+}
+
+/// strace is installed and may trace here (containers often forbid ptrace).
+fn strace_works() -> Result<(), String> {
+    let ok = Command::new("strace").args(["-o", "/dev/null", "true"]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(())
+    } else {
+        Err("strace is not installed or cannot trace here".into())
+    }
+}
+
 fn sigint_during_a_write_leaves_no_file() {
     let dir = scratch("sigint");
     let results = dir.join("r.jsonl");
@@ -75,7 +95,6 @@ fn sigint_during_a_write_leaves_no_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
 fn run_json_writes_each_line_in_one_write() {
     let dir = scratch("strace");
     let log = dir.join("strace.log");
@@ -95,13 +114,8 @@ fn run_json_writes_each_line_in_one_write() {
         })
         .args(["--batch", "1"])
         .output();
-    let out = match run {
-        Ok(o) if log.exists() => o,
-        Ok(_) | Err(_) => {
-            println!("SKIP (strace is not installed or cannot trace here)");
-            return;
-        }
-    };
+    let out = run.expect("run strace");
+    assert!(log.exists(), "strace wrote no log: {}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -118,7 +132,6 @@ fn run_json_writes_each_line_in_one_write() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
 fn absurd_thread_counts_are_clamped() {
     let start = Instant::now();
     let out = Command::new(BIN)

@@ -1,39 +1,83 @@
 //! GPU tests of the cuda device: every check of tests/gpu_checks/ (the ones tests/emu_backend.rs runs on the
 //! emu device) with the cuda device swapped in, plus cuda against emu (the same bf16 op sequence; only the
-//! GEMM summation order and the GPU's math differ). Without a driver or device each test prints
-//! `SKIP (no CUDA device)` and returns: a skipped test is never evidence that the cuda path works. The CPU
-//! half (the probe never panics and fails in one line) always runs.
+//! GEMM summation order and the GPU's math differ). Without a driver or device each GPU test is reported
+//! as ignored with the probe's reason (`ignored (device: no CUDA driver/device found ...)`), never as passed: a skipped test is
+//! never evidence that the cuda path works. The CPU half (the probe never panics and fails in one line)
+//! always runs.
 //!
 //! Without a GPU, `LATENTMAS_CUDA_EMU=<dir>` (tools/test.sh sets it from tools/cuda_emu.sh) runs the whole
 //! binary on the emulated CUDA driver and cuBLAS of cuda-emu/: the real `CudaDevice`, end to end.
+//!
+//! The binary has its own harness (tests/harness/, `harness = false`): whether a device is present is known
+//! only when the tests run.
 
 mod common;
 #[path = "common/cuda_emu.rs"]
 mod cuda_emu;
 mod gpu_checks;
+mod harness;
 
 use gpu_checks::*;
+use harness::trial;
 use latentmas::backend::cuda::{new_cuda_model, probe, CudaDevice};
 use latentmas::backend::emu::new_emu_model;
 use latentmas::engine::DeviceKind;
 use latentmas::kv::{KvBudget, KvBuffer};
 use latentmas::model::qwen3::{ForwardOut, Input, RowStep, Select};
 
-/// True when a device is usable; prints SKIP (with the probe's reason) otherwise.
-fn device_or_skip(test: &str) -> bool {
-    match probe() {
-        Ok(info) => {
-            println!("{test}: on {} ({} devices)", info.name, info.devices);
-            true
-        }
-        Err(e) => {
-            println!("SKIP (no CUDA device): {test}: {e}");
-            false
-        }
-    }
+/// Set for the child process that runs [`sync_check_fault_in_this_process`] (and only it).
+const FAULT_CHILD: &str = "LATENTMAS_TEST_CUDA_FAULT_CHILD";
+
+fn main() {
+    harness::run(vec![
+        trial!(probe_never_panics_and_explains_itself_in_one_line),
+        trial!(cuda_prefill_and_decode_match_golden, needs device),
+        trial!(cuda_embeddings_input_matches_golden, needs device),
+        trial!(cuda_greedy_matches_golden_where_the_margin_allows, needs device),
+        trial!(cuda_mixed_batch_matches_cpu, needs device),
+        trial!(cuda_bf16_checkpoint_matches_cpu, needs device),
+        trial!(cuda_latentmas_runs_match_cpu_traces, needs device),
+        trial!(cuda_engine_phases_match_cpu_where_the_margin_allows, needs device),
+        trial!(cuda_equals_cpu_token_for_token_on_the_trained_tiny_model, needs device),
+        trial!(cuda_device_sampling_equals_host_sampling, needs device),
+        trial!(cuda_graph_replays_equal_eager_runs, needs device),
+        trial!(cuda_matches_emu, needs device),
+        trial!(cuda_fresh_buffers_read_as_zero, needs device),
+        trial!(cuda_capture_refuses_what_cuda_refuses, needs device),
+        trial!(cuda_buffers_never_grow_while_capturing, needs device),
+        trial!(cuda_probe_and_devices_share_one_primary_context, needs device),
+        trial!(cuda_sync_check_names_the_faulting_kernel, needs device),
+        trial!(sync_check_fault_in_this_process, needs device_in_the_fault_child),
+        trial!(cli_run_on_cuda_traces_like_cpu, needs device),
+    ]);
 }
 
-#[test]
+/// A usable CUDA device (a GPU, or the emulated driver); the error is the probe's one line,
+/// `device: no CUDA driver/device found (...)`.
+fn device() -> Result<(), String> {
+    if std::env::var_os(FAULT_CHILD).is_some() {
+        return Err("this process runs only the faulting half of cuda_sync_check_names_the_faulting_kernel".into());
+    }
+    probe_device()
+}
+
+/// [`device`], in the child process [`cuda_sync_check_names_the_faulting_kernel`] starts.
+fn device_in_the_fault_child() -> Result<(), String> {
+    if std::env::var_os(FAULT_CHILD).is_none() {
+        return Err(
+            "run in its own process by cuda_sync_check_names_the_faulting_kernel: a device fault ends the context"
+                .into(),
+        );
+    }
+    probe_device()
+}
+
+fn probe_device() -> Result<(), String> {
+    let info = probe().map_err(|e| e.to_string())?;
+    println!("on {} ({} devices)", info.name, info.devices);
+    Ok(())
+}
+
 fn probe_never_panics_and_explains_itself_in_one_line() {
     match probe() {
         Ok(info) => assert!(info.devices >= 1 && !info.name.is_empty(), "{info:?}"),
@@ -48,90 +92,56 @@ fn probe_never_panics_and_explains_itself_in_one_line() {
     }
 }
 
-#[test]
 fn cuda_prefill_and_decode_match_golden() {
-    if device_or_skip("cuda_prefill_and_decode_match_golden") {
-        check_prefill_and_decode("tiny-tied", new_cuda_model);
-        check_prefill_and_decode("tiny-untied", new_cuda_model);
-    }
+    check_prefill_and_decode("tiny-tied", new_cuda_model);
+    check_prefill_and_decode("tiny-untied", new_cuda_model);
 }
 
-#[test]
 fn cuda_embeddings_input_matches_golden() {
-    if device_or_skip("cuda_embeddings_input_matches_golden") {
-        check_embeddings_input("tiny-tied", new_cuda_model);
-        check_embeddings_input("tiny-untied", new_cuda_model);
-    }
+    check_embeddings_input("tiny-tied", new_cuda_model);
+    check_embeddings_input("tiny-untied", new_cuda_model);
 }
 
-#[test]
 fn cuda_greedy_matches_golden_where_the_margin_allows() {
-    if device_or_skip("cuda_greedy_matches_golden_where_the_margin_allows") {
-        check_greedy("tiny-tied", new_cuda_model);
-        check_greedy("tiny-untied", new_cuda_model);
-    }
+    check_greedy("tiny-tied", new_cuda_model);
+    check_greedy("tiny-untied", new_cuda_model);
 }
 
-#[test]
 fn cuda_mixed_batch_matches_cpu() {
-    if device_or_skip("cuda_mixed_batch_matches_cpu") {
-        check_mixed_batch("tiny-tied", new_cuda_model);
-        check_mixed_batch("tiny-untied", new_cuda_model);
-    }
+    check_mixed_batch("tiny-tied", new_cuda_model);
+    check_mixed_batch("tiny-untied", new_cuda_model);
 }
 
-#[test]
 fn cuda_bf16_checkpoint_matches_cpu() {
-    if device_or_skip("cuda_bf16_checkpoint_matches_cpu") {
-        bf16_checkpoint_matches_cpu(new_cuda_model);
-    }
+    bf16_checkpoint_matches_cpu(new_cuda_model);
 }
 
-#[test]
 fn cuda_latentmas_runs_match_cpu_traces() {
-    if device_or_skip("cuda_latentmas_runs_match_cpu_traces") {
-        latentmas_runs_match_cpu_traces(DeviceKind::Cuda);
-    }
+    latentmas_runs_match_cpu_traces(DeviceKind::Cuda);
 }
 
-#[test]
 fn cuda_engine_phases_match_cpu_where_the_margin_allows() {
-    if device_or_skip("cuda_engine_phases_match_cpu_where_the_margin_allows") {
-        engine_phases_match_cpu_where_the_margin_allows(DeviceKind::Cuda);
-    }
+    engine_phases_match_cpu_where_the_margin_allows(DeviceKind::Cuda);
 }
 
-#[test]
 fn cuda_equals_cpu_token_for_token_on_the_trained_tiny_model() {
-    if device_or_skip("cuda_equals_cpu_token_for_token_on_the_trained_tiny_model") {
-        trained_model_runs_equal_cpu_token_for_token(DeviceKind::Cuda);
-    }
+    trained_model_runs_equal_cpu_token_for_token(DeviceKind::Cuda);
 }
 
-#[test]
 fn cuda_device_sampling_equals_host_sampling() {
-    if device_or_skip("cuda_device_sampling_equals_host_sampling") {
-        device_sampling_equals_host_sampling(DeviceKind::Cuda);
-    }
+    device_sampling_equals_host_sampling(DeviceKind::Cuda);
 }
 
 /// Graph replays against launching op by op on the GPU: the same kernels and cuBLAS calls with the same
 /// shapes, so the results must be bit-identical.
-#[test]
 fn cuda_graph_replays_equal_eager_runs() {
-    if device_or_skip("cuda_graph_replays_equal_eager_runs") {
-        graph_replays_equal_eager_runs(DeviceKind::Cuda);
-    }
+    graph_replays_equal_eager_runs(DeviceKind::Cuda);
 }
 
 /// cuda against emu on one uneven prefill + decode batch: both are bf16 with f32 accumulation and run the
 /// same kernels; cuBLAS sums in another order and the GPU's expf/rsqrtf differ in the last bits, so the
 /// logits agree to ~1e-3 of their magnitude (bound 1e-2, a third of the bf16-vs-f32 bound).
-#[test]
 fn cuda_matches_emu() {
-    if !device_or_skip("cuda_matches_emu") {
-        return;
-    }
     const REL: f32 = 1e-2;
     for name in ["tiny-tied", "tiny-untied"] {
         let m = model(name);
@@ -171,37 +181,24 @@ fn cuda_matches_emu() {
 /// Fresh allocations are zeroed on the device's own stream: the next copy and download on that stream
 /// see zeros, not the driver's uninitialised memory (a zeroing queued on the legacy default stream is not
 /// waited for by the device's non-blocking stream).
-#[test]
 fn cuda_fresh_buffers_read_as_zero() {
-    if device_or_skip("cuda_fresh_buffers_read_as_zero") {
-        fresh_buffers_read_as_zero(&mut CudaDevice::open().unwrap());
-    }
+    fresh_buffers_read_as_zero(&mut CudaDevice::open().unwrap());
 }
 
 /// The cuda device refuses what CUDA refuses inside a stream capture, and the refusal invalidates the
 /// capture, exactly as on the emu device (tests/emu_backend.rs runs the same check).
-#[test]
 fn cuda_capture_refuses_what_cuda_refuses() {
-    if device_or_skip("cuda_capture_refuses_what_cuda_refuses") {
-        capture_rules_hold(&mut CudaDevice::open().unwrap());
-    }
+    capture_rules_hold(&mut CudaDevice::open().unwrap());
 }
 
-#[test]
 fn cuda_buffers_never_grow_while_capturing() {
-    if device_or_skip("cuda_buffers_never_grow_while_capturing") {
-        growth_is_refused_while_capturing(&mut CudaDevice::open().unwrap());
-    }
+    growth_is_refused_while_capturing(&mut CudaDevice::open().unwrap());
 }
 
 /// The probe retains device 0's primary context once and keeps it: the devices opened afterwards share
 /// it, and it stays active with no device open (released, the driver would reset it, and the next open
 /// would create it again).
-#[test]
 fn cuda_probe_and_devices_share_one_primary_context() {
-    if !device_or_skip("cuda_probe_and_devices_share_one_primary_context") {
-        return;
-    }
     probe().unwrap();
     let a = CudaDevice::open().unwrap();
     let b = CudaDevice::open().unwrap();
@@ -220,27 +217,19 @@ fn cuda_probe_and_devices_share_one_primary_context() {
 /// launch, and the error names the kernel, its grid, block, shared memory and params. A device fault is
 /// sticky: it ends the process's CUDA context, so the faulting half runs in a child process of its own
 /// (this test binary, running only [`sync_check_fault_in_this_process`]), never beside the other tests.
-#[test]
 fn cuda_sync_check_names_the_faulting_kernel() {
-    if !device_or_skip("cuda_sync_check_names_the_faulting_kernel") {
-        return;
-    }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sync_check_fault_in_this_process", "--include-ignored", "--nocapture"])
+        .args(["--exact", "sync_check_fault_in_this_process"])
+        .env(FAULT_CHILD, "1")
         .output()
         .expect("run the faulting half in a child process");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("1 passed"), "the faulting half failed:\n{text}");
 }
 
-#[test]
-#[ignore = "run in its own process by cuda_sync_check_names_the_faulting_kernel (a device fault ends the context)"]
 fn sync_check_fault_in_this_process() {
     use latentmas::backend::gpu::{DevBuf, Device};
     use latentmas::kernels::RmsNormParams;
-    if !device_or_skip("sync_check_fault_in_this_process") {
-        return;
-    }
     let mut dev = CudaDevice::open().unwrap();
     dev.set_sync_check(true);
     let (rows, dim) = (4u32, 64u32);
@@ -270,11 +259,7 @@ fn sync_check_fault_in_this_process() {
 
 /// `latentmas run --device cuda --trace` equals `--device cpu` on the confident tiny-trained model: prompt ids,
 /// KV lengths and generated ids of every agent, and as many fed latent vectors (their low bits differ: bf16).
-#[test]
 fn cli_run_on_cuda_traces_like_cpu() {
-    if !device_or_skip("cli_run_on_cuda_traces_like_cpu") {
-        return;
-    }
     let dir = std::env::temp_dir().join(format!("lm-cuda-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut traces = Vec::new();

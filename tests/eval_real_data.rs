@@ -1,23 +1,35 @@
 //! The real benchmark files in ../shared/data (see its README): every item of every file loads, its gold
 //! parses, and question strings and golds are byte-identical to the reference's (by digest); canonical
 //! solutions of a few code items pass the sandbox, and HumanEval/32 fails as the data README says.
-//! Prints `SKIP (../shared/data absent)` when the folder is missing.
+//! Without the folder (users' clones) its tests are reported as ignored, with that reason.
+
+mod harness;
 
 use std::path::PathBuf;
+
+use harness::trial;
 
 use latentmas::eval::code_exec::prepare;
 use latentmas::eval::score::score;
 use latentmas::eval::{self, ExecConfig, Gold, Task};
 use sha2::{Digest, Sha256};
 
-fn data_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("SKIP (../shared/data absent)");
-        None
-    }
+fn main() {
+    harness::run(vec![
+        trial!(every_real_file_loads_with_reference_questions_and_golds, needs has_data),
+        trial!(real_golds_have_the_expected_shapes, needs has_data),
+        trial!(canonical_solutions_pass_the_sandbox, needs has_data),
+        // every canonical solution takes minutes: run on request (`--ignored`)
+        trial!(all_canonical_solutions, needs has_data).with_ignored_flag(true),
+    ]);
+}
+
+fn has_data() -> Result<(), String> {
+    harness::shared("data").map(drop)
+}
+
+fn data_dir() -> PathBuf {
+    harness::shared("data").expect("checked by has_data")
 }
 
 fn file(task: Task) -> &'static str {
@@ -53,9 +65,8 @@ fn gold_text(g: &Gold) -> &str {
     }
 }
 
-#[test]
 fn every_real_file_loads_with_reference_questions_and_golds() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     for &(task, count, digest) in EXPECTED {
         let ds = eval::load(task, &dir.join(file(task))).expect("loads");
         assert!(
@@ -78,9 +89,8 @@ fn every_real_file_loads_with_reference_questions_and_golds() {
     }
 }
 
-#[test]
 fn real_golds_have_the_expected_shapes() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let load = |t| eval::load(t, &dir.join(file(t))).expect("loads").items;
     let gsm = load(Task::Gsm8k);
     assert!(gsm.iter().all(|i| matches!(&i.gold, Gold::Number(n) if !n.is_empty())));
@@ -97,9 +107,8 @@ fn real_golds_have_the_expected_shapes() {
     assert_eq!(load(Task::MbppPlus)[0].id, "2");
 }
 
-#[test]
 fn canonical_solutions_pass_the_sandbox() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let (exec, info) = prepare(&ExecConfig::default()).expect("a python3 with numpy");
     println!("sandbox: {info:?}");
     let read = |t| -> Vec<serde_json::Value> {
@@ -133,10 +142,8 @@ fn canonical_solutions_pass_the_sandbox() {
 /// All 378 MBPP+ and 164 HumanEval+ canonical solutions through the sandbox (about 3 minutes on 2 cores):
 /// `cargo test --test eval_real_data -- --ignored --nocapture`. Expects every failure to be HumanEval/32
 /// or a timeout.
-#[test]
-#[ignore]
 fn all_canonical_solutions() {
-    let Some(dir) = data_dir() else { return };
+    let dir = data_dir();
     let (exec, _) = prepare(&ExecConfig::default()).expect("a python3 with numpy");
     for (task, code_of) in [
         (Task::MbppPlus, (|v: &serde_json::Value| v["code"].as_str().unwrap_or("").to_string()) as fn(&_) -> String),

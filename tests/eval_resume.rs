@@ -198,8 +198,10 @@ fn report_tables_and_chart() {
     assert!(report.warnings[0].contains("partial last line"));
     let table = report.to_string();
     println!("{table}");
-    assert_eq!(table.lines().count(), 3);
-    assert!(table.contains("latent_mas & co") && table.contains("50.0%"));
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "header, separator and one row per method:\n{table}");
+    assert!(rows[2].starts_with("| gsm8k ") && rows[2].contains("| single "), "{table}");
+    assert!(rows[3].contains("| latent_mas & co ") && rows[3].contains(" 50.0% "), "{table}");
 
     // An overlapping copy of records (or the same file twice) is refused, naming both places.
     let dup: String = std::fs::read_to_string(&one).expect("read").lines().take(2).map(|l| format!("{l}\n")).collect();

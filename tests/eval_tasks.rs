@@ -1,11 +1,15 @@
 //! Every task's fixture loads, and a fake solver's canned answers (right and wrong) are scored as the
 //! reference scores them, through the real runner and results file. Also: malformed data lines, and the
-//! code-task templates against the reference's `_question/*` strings when ../shared is present.
+//! code-task templates against the reference's `_question/*` strings when ../shared is present
+//! (reported as ignored, with the reason, otherwise).
+
+mod harness;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use harness::trial;
 use latentmas::eval::{self, EvalOptions, ExecConfig, Gold, Record, SolveOutput, Solver, Task};
 use latentmas::Result;
 
@@ -84,7 +88,22 @@ fn cases(task: Task) -> Vec<(String, bool)> {
     }
 }
 
-#[test]
+fn main() {
+    harness::run(vec![
+        trial!(every_task_loads_and_scores),
+        trial!(code_failures_say_why),
+        trial!(fixture_questions_and_golds),
+        trial!(malformed_line_is_reported_with_its_line_number_and_skipped),
+        trial!(unusable_file_is_an_error),
+        trial!(code_templates_match_reference_prompts, needs reference_prompts),
+    ]);
+}
+
+/// The reference's exported prompts (their `_question/*` templates).
+fn reference_prompts() -> std::result::Result<(), String> {
+    harness::shared("reference/reference_prompts.json").map(drop)
+}
+
 fn every_task_loads_and_scores() {
     let dir = scratch("all");
     for task in Task::ALL {
@@ -118,7 +137,6 @@ fn every_task_loads_and_scores() {
     }
 }
 
-#[test]
 fn code_failures_say_why() {
     let dir = scratch("why");
     let ds = eval::load(Task::MbppPlus, &fixture(Task::MbppPlus)).expect("loads");
@@ -140,7 +158,6 @@ fn code_failures_say_why() {
     assert!(details[3].as_deref().is_some_and(|d| d.contains("SystemExit")), "{details:?}");
 }
 
-#[test]
 fn fixture_questions_and_golds() {
     let load = |t| eval::load(t, &fixture(t)).expect("loads").items;
     let arc = load(Task::ArcChallenge);
@@ -166,7 +183,6 @@ fn fixture_questions_and_golds() {
     assert!(mb[2].question.ends_with("assert math.isclose(square(1.5), 2.25)\n"));
 }
 
-#[test]
 fn malformed_line_is_reported_with_its_line_number_and_skipped() {
     let dir = scratch("bad");
     let path = dir.join("gsm8k.jsonl");
@@ -188,7 +204,6 @@ fn malformed_line_is_reported_with_its_line_number_and_skipped() {
     assert_eq!((run.summary.n, run.summary.correct), (4, 1));
 }
 
-#[test]
 fn unusable_file_is_an_error() {
     let dir = scratch("unusable");
     let path = dir.join("x.jsonl");
@@ -199,13 +214,9 @@ fn unusable_file_is_an_error() {
 }
 
 /// The code templates match the reference's `_question/*` strings, filled as the reference fills them.
-#[test]
 fn code_templates_match_reference_prompts() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/reference_prompts.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        println!("SKIP (../shared/reference absent)");
-        return;
-    };
+    let path = harness::shared("reference/reference_prompts.json").unwrap();
+    let text = std::fs::read_to_string(&path).expect("read the reference prompts");
     let prompts: serde_json::Value = serde_json::from_str(&text).expect("prompts JSON");
     let template = |k: &str| prompts[k].as_str().expect("template").to_string();
     let raw = |t: Task| -> Vec<serde_json::Value> {

@@ -2,9 +2,12 @@
 //! `--prompts reference` every agent's prompt ids on every task family are the reference's (expected ids from
 //! tools/golden_prompts.py, rendered by transformers). `--text-mas-context-length` cuts the TextMAS context.
 
+mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use harness::trial;
 use latentmas::mas::prompts::{fill, PromptSet};
 use latentmas::mas::run::chat_ids;
 use latentmas::tokenizer::Tokenizer;
@@ -46,13 +49,21 @@ fn trace_ids(path: &Path) -> Vec<Vec<u32>> {
         .collect()
 }
 
-#[test]
+fn main() {
+    harness::run(vec![
+        trial!(preset_reference_with_reference_prompts_gives_the_reference_prompt_ids_on_every_family, needs authors_prompts),
+        trial!(preset_reference_prints_what_it_set_and_explicit_flags_win),
+        trial!(text_mas_context_length_cuts_the_context_each_agent_sees),
+    ]);
+}
+
+/// The authors' prompts.py (the test imports it).
+fn authors_prompts() -> Result<(), String> {
+    harness::shared("reference/prompts.py").map(drop)
+}
+
 fn preset_reference_with_reference_prompts_gives_the_reference_prompt_ids_on_every_family() {
-    let shared = Path::new("../shared/reference/prompts.py");
-    if !shared.exists() {
-        println!("SKIP (../shared/reference/prompts.py absent: this test imports the authors' prompts)");
-        return;
-    }
+    let shared = harness::shared("reference/prompts.py").unwrap();
     let cache = scratch("ids");
     ok(&cache, &["prompts", "import", shared.parent().unwrap().to_str().unwrap()]);
     // A random-weight model with the real Qwen3 tokenizer, so the ids are comparable with transformers'.
@@ -103,7 +114,6 @@ fn preset_reference_with_reference_prompts_gives_the_reference_prompt_ids_on_eve
     assert!(runs.len() >= 20);
 }
 
-#[test]
 fn preset_reference_prints_what_it_set_and_explicit_flags_win() {
     let cache = scratch("flags");
     let q = "What is 12 plus 30?";
@@ -140,7 +150,6 @@ fn preset_reference_prints_what_it_set_and_explicit_flags_win() {
     assert!(!err.contains("preset"), "no preset, no line: {err}");
 }
 
-#[test]
 fn text_mas_context_length_cuts_the_context_each_agent_sees() {
     let cache = scratch("ctx");
     let q = "What is 12 plus 30?";

@@ -1,22 +1,30 @@
 //! Fidelity to the reference's prompts: rendering the authors' prompt strings (../shared/reference/
 //! reference_prompts.json, loaded with `--prompts`' loader) through our chat template and tokenizer gives
 //! the token ids transformers gives (expected ids from tools/golden_prompts.py). Users' clones have no
-//! ../shared, so the test prints SKIP there.
+//! ../shared: there the test is reported as ignored, with that reason.
+
+mod harness;
 
 use std::path::Path;
+
+use harness::trial;
 
 use latentmas::mas::prompts::{fill, PromptSet};
 use latentmas::mas::run::chat_ids;
 use latentmas::tokenizer::Tokenizer;
 
-#[test]
+fn main() {
+    harness::run(vec![trial!(reference_prompts_render_to_the_reference_token_ids, needs reference_prompts)]);
+}
+
+fn reference_prompts() -> Result<(), String> {
+    harness::shared(REFERENCE_PROMPTS).map(drop)
+}
+
+const REFERENCE_PROMPTS: &str = "reference/reference_prompts.json";
+
 fn reference_prompts_render_to_the_reference_token_ids() {
-    let shared = Path::new("../shared/reference/reference_prompts.json");
-    if !shared.exists() {
-        println!("SKIP (../shared/reference/reference_prompts.json absent: this test needs the reference prompts)");
-        return;
-    }
-    let prompts = PromptSet::from_file(shared).unwrap();
+    let prompts = PromptSet::from_file(&harness::shared(REFERENCE_PROMPTS).unwrap()).unwrap();
     let tok = Tokenizer::load(Path::new("tests/data/qwen3-tokenizer")).unwrap();
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string("tests/data/golden/reference_prompt_ids.json").unwrap()).unwrap();

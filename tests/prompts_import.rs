@@ -1,10 +1,14 @@
 //! `latentmas prompts import DIR` runs a checkout's own prompt builders under python3 and caches the set that
 //! `--prompts reference` loads. Checked on a builder module of our own (tests/data/prompt_builders, always)
-//! and on the authors' prompts.py against their exported reference_prompts.json (when ../shared is present).
+//! and on the authors' prompts.py against their exported reference_prompts.json (when ../shared is present;
+//! reported as ignored, with the reason, otherwise).
+
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use harness::trial;
 use latentmas::mas::prompts::{fill, PromptSet};
 use latentmas::mas::run::chat_ids;
 use latentmas::tokenizer::Tokenizer;
@@ -51,7 +55,21 @@ fn cached(cache: &Path) -> PathBuf {
     cache.join("latentmas/prompts/reference.json")
 }
 
-#[test]
+fn main() {
+    harness::run(vec![
+        trial!(import_of_our_builder_module_gives_the_expected_set_and_reference_uses_it),
+        trial!(a_module_that_cannot_build_a_prompt_fails_cleanly_and_writes_nothing),
+        trial!(import_of_the_authors_prompts_reproduces_their_exported_set, needs authors_prompts),
+        trial!(eval_takes_the_imported_set_and_records_its_content),
+    ]);
+}
+
+/// The authors' prompts.py and the set they exported from it.
+fn authors_prompts() -> Result<(), String> {
+    harness::shared("reference/prompts.py")?;
+    harness::shared("reference/reference_prompts.json").map(drop)
+}
+
 fn import_of_our_builder_module_gives_the_expected_set_and_reference_uses_it() {
     let cache = scratch("fixture");
     let err =
@@ -106,7 +124,6 @@ fn import_of_our_builder_module_gives_the_expected_set_and_reference_uses_it() {
     }
 }
 
-#[test]
 fn a_module_that_cannot_build_a_prompt_fails_cleanly_and_writes_nothing() {
     let cache = scratch("broken");
     let checkout = cache.join("checkout");
@@ -133,15 +150,9 @@ fn a_module_that_cannot_build_a_prompt_fails_cleanly_and_writes_nothing() {
     assert!(fails(&cache, &["prompts", "import", "/nonexistent/dir"]).contains("no such directory"));
 }
 
-#[test]
 fn import_of_the_authors_prompts_reproduces_their_exported_set() {
-    let shared = Path::new("../shared/reference");
-    if !shared.join("prompts.py").exists() || !shared.join("reference_prompts.json").exists() {
-        println!(
-            "SKIP (../shared/reference absent: this test needs the authors' prompts.py and reference_prompts.json)"
-        );
-        return;
-    }
+    let shared = harness::shared("reference").unwrap();
+    let shared = shared.as_path();
     let cache = scratch("authors");
     ok(&cache, &["prompts", "import", shared.to_str().unwrap()]);
     let got = json(&cached(&cache));
@@ -158,7 +169,6 @@ fn import_of_the_authors_prompts_reproduces_their_exported_set() {
     }
 }
 
-#[test]
 fn eval_takes_the_imported_set_and_records_its_content() {
     let cache = scratch("eval");
     let out = cache.join("results.jsonl");

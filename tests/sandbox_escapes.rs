@@ -12,11 +12,14 @@
 //! As root, run them once more with `LATENTMAS_SANDBOX_NO_USERNS=1`: the path taken where the kernel
 //! refuses user namespaces (root-owned namespaces, the program drops to nobody itself).
 
+mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use harness::trial;
 use latentmas::eval::code_exec::{prepare, run_python, ExecConfig, ExecOutcome, NOBODY};
 
 fn cfg() -> ExecConfig {
@@ -96,7 +99,37 @@ assert running(), "the escapee did not start"
     )
 }
 
-#[test]
+fn main() {
+    harness::run(vec![
+        trial!(setsid_escape_dies_with_the_item),
+        trial!(fork_bomb_is_bounded_and_dies),
+        trial!(killing_the_parent_or_init_is_harmless),
+        trial!(a_pass_cannot_be_forged),
+        trial!(writes_outside_the_private_tmp_fail),
+        trial!(no_network),
+        trial!(no_numpy_for_the_sandbox_user_is_an_error_with_the_fix),
+        trial!(root_never_runs_code_as_root, needs root),
+        trial!(interrupt_child, needs in_the_interrupt_child),
+        trial!(interrupting_the_evaluator_kills_the_sandbox),
+    ]);
+}
+
+/// Only the child process `interrupting_the_evaluator_kills_the_sandbox` starts runs [`interrupt_child`].
+fn in_the_interrupt_child() -> Result<(), String> {
+    match std::env::var_os(CHILD_ENV) {
+        Some(_) => Ok(()),
+        None => Err("run in a child process by interrupting_the_evaluator_kills_the_sandbox".into()),
+    }
+}
+
+fn root() -> Result<(), String> {
+    if we_are_root() {
+        Ok(())
+    } else {
+        Err("only meaningful as root: an ordinary user's code runs as that user".into())
+    }
+}
+
 fn setsid_escape_dies_with_the_item() {
     let m = marker();
     let o = run(&escape_program(&m));
@@ -104,7 +137,6 @@ fn setsid_escape_dies_with_the_item() {
     assert_all_gone(&m, "double fork + setsid");
 }
 
-#[test]
 fn fork_bomb_is_bounded_and_dies() {
     let m = marker();
     let program = format!(
@@ -134,7 +166,6 @@ print("FORKED", n, file=sys.stderr)
     assert_all_gone(&m, "fork bomb");
 }
 
-#[test]
 fn killing_the_parent_or_init_is_harmless() {
     // Inside the PID namespace the parent is the sandbox's init, which ignores signals from its
     // namespace; the evaluator is out of sight. This test process surviving is the check.
@@ -147,7 +178,6 @@ fn killing_the_parent_or_init_is_harmless() {
 }
 
 /// Every way the program could claim a pass without its tests running; each ends in a failing assert.
-#[test]
 fn a_pass_cannot_be_forged() {
     let attacks: &[(&str, &str)] = &[
         ("marker file + os._exit(0)", "import os, sys\nopen('harness.ok', 'w').write(sys.argv[-1])\nopen('/tmp/harness.ok', 'w').write(sys.argv[-1])\nos._exit(0)"),
@@ -193,7 +223,6 @@ fn a_pass_cannot_be_forged() {
     assert!(run("import os, socket, sys, threading, time\nassert True").passed());
 }
 
-#[test]
 fn writes_outside_the_private_tmp_fail() {
     let open_dir = scratch().join(format!("sandbox-escape-{}", marker()));
     std::fs::create_dir_all(&open_dir).expect("test dir");
@@ -229,7 +258,6 @@ print("WRITTEN", written, file=sys.stderr)
     let _ = std::fs::remove_dir_all(&open_dir);
 }
 
-#[test]
 fn no_network() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -241,7 +269,6 @@ fn no_network() {
 }
 
 /// An interpreter whose `import numpy` fails for everyone: a wrapper that shadows numpy.
-#[test]
 fn no_numpy_for_the_sandbox_user_is_an_error_with_the_fix() {
     let dir = wrapper_dir("nonumpy", 0o755);
     std::fs::create_dir_all(dir.join("shadow/numpy")).unwrap();
@@ -254,12 +281,7 @@ fn no_numpy_for_the_sandbox_user_is_an_error_with_the_fix() {
 }
 
 /// As root, an interpreter only root can reach (like pyenv under /root) is an error, never a run as root.
-#[test]
 fn root_never_runs_code_as_root() {
-    if !we_are_root() {
-        println!("SKIP (only meaningful as root: an ordinary user's code runs as that user)");
-        return;
-    }
     let dir = wrapper_dir("rootonly", 0o700);
     let python = write_wrapper(&dir, "");
     let err = match prepare(&ExecConfig { python, ..cfg() }) {
@@ -324,10 +346,9 @@ fn pending_output(marker: &str) -> PathBuf {
     scratch().join(format!("pending-{marker}"))
 }
 
-/// Run by `interrupting_the_evaluator_kills_the_sandbox` in a child process; a no-op otherwise.
-#[test]
+/// Run by `interrupting_the_evaluator_kills_the_sandbox` in a child process.
 fn interrupt_child() {
-    let Ok(m) = std::env::var(CHILD_ENV) else { return };
+    let m = std::env::var(CHILD_ENV).expect("the marker, set by the parent");
     // An output being written while code is scored (an eval's cache or report file): the interrupt must
     // remove it, so the sandbox's signal handling must leave the process's cleanups their turn.
     let pending = pending_output(&m);
@@ -342,7 +363,6 @@ fn interrupt_child() {
     panic!("the run ended before the signal");
 }
 
-#[test]
 fn interrupting_the_evaluator_kills_the_sandbox() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let m = marker();

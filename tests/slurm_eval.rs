@@ -1,12 +1,15 @@
 //! `latentmas eval --shard I/N` + `latentmas report` merge to exactly the records of the unsharded run: four
 //! shards run one after another here, and four shards as a real Slurm job array (tools/slurm/submit_eval.sh,
-//! which runs tools/slurm/eval.sbatch per array task and a merge job after them). The Slurm test prints SKIP
-//! where `sbatch` or a running cluster is absent (tools/slurm/single_node.sh start sets one up, as root).
+//! which runs tools/slurm/eval.sbatch per array task and a merge job after them). The Slurm test is reported
+//! as ignored, with the reason, where `sbatch` or a running cluster is absent (tools/slurm/single_node.sh start sets one up, as root).
+
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use harness::trial;
 use latentmas::eval::Record;
 
 const BIN: &str = env!("CARGO_BIN_EXE_latentmas");
@@ -117,7 +120,21 @@ fn check_merge(dir: &Path, whole: &[Record]) {
     assert!(table.contains(&format!(" {ITEMS} ")), "the table counts every item once: {table}");
 }
 
-#[test]
+fn main() {
+    harness::run(vec![
+        trial!(local_shards_merge_to_the_unsharded_run),
+        trial!(slurm_array_merges_to_the_unsharded_run, needs slurm),
+    ]);
+}
+
+/// A Slurm cluster that answers, or why not.
+fn slurm() -> Result<(), String> {
+    if Command::new("sbatch").arg("--version").output().is_err() {
+        return Err("no sbatch on PATH: Slurm is not installed; tools/slurm/single_node.sh start sets one up".into());
+    }
+    slurm_missing().map_or(Ok(()), Err)
+}
+
 fn local_shards_merge_to_the_unsharded_run() {
     let dir = scratch("local");
     let data = dataset(&dir);
@@ -152,16 +169,7 @@ fn slurm_missing() -> Option<String> {
     None
 }
 
-#[test]
 fn slurm_array_merges_to_the_unsharded_run() {
-    if Command::new("sbatch").arg("--version").output().is_err() {
-        println!("SKIP (no sbatch on PATH: Slurm is not installed; tools/slurm/single_node.sh start sets one up)");
-        return;
-    }
-    if let Some(why) = slurm_missing() {
-        println!("SKIP ({why})");
-        return;
-    }
     let dir = scratch("array");
     let data = dataset(&dir);
     let whole = unsharded(&dir, &data);

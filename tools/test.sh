@@ -16,7 +16,8 @@ LATENTMAS_PYTHON="$(tools/install_sandbox_python.sh)"
 export LATENTMAS_PYTHON
 LATENTMAS_CUDA_EMU="$(tools/cuda_emu.sh)"
 export LATENTMAS_CUDA_EMU
-# --nocapture: tests that cannot run here (no ../shared, no CUDA device, no valgrind) say SKIP in the log.
+# --nocapture: tests that cannot run here (no ../shared, no valgrind) say SKIP in the log; the GPU tests
+# (tests/cuda_backend.rs, its own harness) are reported as ignored, with the reason, without a device.
 cargo test --release "$@" -- --nocapture
 cargo test --release -p cuda-emu
 # The Python bindings, built by pip (maturin) into their own venv, against the CLI built above.

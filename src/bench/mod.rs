@@ -29,6 +29,7 @@ use crate::mas::method::Method;
 use crate::model::matrix::WeightData;
 use crate::model::qwen3::Qwen3;
 use crate::model::synth::{self, SynthDtype};
+use crate::table::{self, Align::Left, Align::Right};
 use roofline::Ceilings;
 use stats::Stats;
 use workloads::TokenCounts;
@@ -461,18 +462,25 @@ impl BenchReport {
             fmt_load(self.load_avg_before),
             fmt_load(self.load_avg_after),
         );
-        s += &format!("{:<58} {:>9} {:>9} {:>9} {:<8} {:>10}\n", "row", "median", "min", "max", "unit", "% roofline");
+        let mut t = table::with_header(&[
+            ("row", Left),
+            ("median", Right),
+            ("min", Right),
+            ("max", Right),
+            ("unit", Left),
+            ("% roofline", Right),
+        ]);
         for r in &self.rows {
-            s += &format!(
-                "{:<58} {:>9} {:>9} {:>9} {:<8} {:>10}\n",
-                r.label,
+            t.add_row(vec![
+                r.label.clone(),
                 fmt_num(r.stats.median),
                 fmt_num(r.stats.min),
                 fmt_num(r.stats.max),
-                r.unit,
+                r.unit.clone(),
                 r.roofline_pct.map_or(String::new(), |p| format!("{p:.0} %")),
-            );
+            ]);
         }
+        s += &table::render(&t);
         if let (Some(t1), Some(t16)) = (self.decode_tok_s.get("1"), self.decode_tok_s.get("16")) {
             s += &format!("\ndecode throughput: batch 16 = {:.1}× batch 1 ({:.1} vs {:.1} tok/s)", t16 / t1, t16, t1);
             if let (Some(f1), Some(f16)) =
@@ -513,37 +521,31 @@ pub fn compare_table(ours: &BenchReport, others: &[serde_json::Value]) -> String
         .enumerate()
         .map(|(i, v)| v.get("engine").and_then(|v| v.as_str()).map_or(format!("other {}", i + 1), str::to_owned))
         .collect();
-    let mut s = format!("{:<58} {:>10}", "row (median)", "latentmas");
-    for n in &names {
-        s += &format!(" {:>12}", truncate(n, 12));
-    }
-    s += &format!(" {:<8}", "unit");
-    for n in &names {
-        s += &format!(" {:>18}", format!("vs {}", truncate(n, 15)));
-    }
-    s += "\n";
+    let mut header = vec![("row (median)".to_string(), Left), ("latentmas".to_string(), Right)];
+    header.extend(names.iter().map(|n| (n.clone(), Right)));
+    header.push(("unit".to_string(), Left));
+    header.extend(names.iter().map(|n| (format!("vs {n}"), Right)));
+    let mut t = table::with_header(&header);
     for r in &ours.rows {
         let machine = matches!(
             r.key.as_str(),
             "bandwidth_gbs" | "read_bandwidth_gbs" | "stream_gbs" | "peak_gflops" | "peak_bf16_gflops"
         );
         let theirs: Vec<Option<f64>> = others.iter().map(|v| lookup(v, &r.key)).collect();
-        s += &format!("{:<58} {:>10}", r.label, fmt_num(r.stats.median));
-        for t in &theirs {
-            s += &format!(" {:>12}", t.map_or("-".into(), fmt_num));
-        }
-        s += &format!(" {:<8}", r.unit);
+        let mut cells = vec![r.label.clone(), fmt_num(r.stats.median)];
+        cells.extend(theirs.iter().map(|t| t.map_or("-".into(), fmt_num)));
+        cells.push(r.unit.clone());
         for t in &theirs {
             let ratio = t.map(|t| if r.higher_is_better { r.stats.median / t } else { t / r.stats.median });
-            let cell = match ratio {
+            cells.push(match ratio {
                 Some(x) if machine => format!("{x:.2} (machine)"),
                 Some(x) => format!("{x:.2}× {}", if x >= 1.0 { "better" } else { "worse" }),
                 None => "-".into(),
-            };
-            s += &format!(" {cell:>18}");
+            });
         }
-        s += "\n";
+        t.add_row(cells);
     }
+    let mut s = table::render(&t);
     s += &format!(
         "\nload average: latentmas {} (before) / {} (after)",
         fmt_load(ours.load_avg_before),
@@ -591,10 +593,6 @@ pub fn paired_question_row(name: &str, v: &serde_json::Value) -> String {
         fmt_num(ours),
         fmt_num(theirs)
     )
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
 }
 
 /// The GPU's ceilings in the cpu report's fields: `triad_gbs` (and `read_gbs`) hold the device copy

@@ -12,6 +12,7 @@ use latentmas::mas::report::QuestionReport;
 use latentmas::mas::run::{batch_slots, check_context, run_batch, RunConfig};
 use latentmas::model::hub::resolve_model;
 use latentmas::startup::{load_model_and_tokenizer, Startup};
+use latentmas::table::{self, Align::Left, Align::Right};
 
 use super::common::{write_atomic, DeviceArg, SamplingArgs};
 use super::preset::{resolve, Given, ReproArgs};
@@ -327,34 +328,28 @@ fn print_report(r: &QuestionReport) {
     println!("=== {} / {} ===", r.method, r.topology);
     println!("{}", r.text);
     println!("answer: {}", r.answer.as_deref().unwrap_or("(none)"));
-    println!(
-        "{:<12} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "agent", "prompt", "latent", "gen", "kv after", "prefill s", "latent s", "decode s"
-    );
+    let mut t = table::with_header(&[
+        ("agent", Left),
+        ("prompt", Right),
+        ("latent", Right),
+        ("gen", Right),
+        ("kv after", Right),
+        ("prefill s", Right),
+        ("latent s", Right),
+        ("decode s", Right),
+    ]);
+    let mut row = |name: &str, prompt: usize, latent: usize, gen: usize, kv: usize, secs: [f64; 3]| {
+        let mut cells = vec![name.to_string(), prompt.to_string(), latent.to_string(), gen.to_string(), kv.to_string()];
+        cells.extend(secs.iter().map(|s| format!("{s:.3}")));
+        t.add_row(cells);
+    };
     for ag in &r.agents {
-        println!(
-            "{:<12} {:>7} {:>7} {:>7} {:>9} {:>9.3} {:>9.3} {:>9.3}",
-            ag.role,
-            ag.prompt_tokens,
-            ag.latent_steps,
-            ag.generated_tokens,
-            ag.kv_len_after,
-            ag.prefill_s,
-            ag.latent_s,
-            ag.decode_s
-        );
+        let secs = [ag.prefill_s, ag.latent_s, ag.decode_s];
+        row(&ag.role, ag.prompt_tokens, ag.latent_steps, ag.generated_tokens, ag.kv_len_after, secs);
     }
-    let t = &r.totals;
-    println!(
-        "{:<12} {:>7} {:>7} {:>7} {:>9} {:>9.3} {:>9.3} {:>9.3}   KV {:.1} MB",
-        "total",
-        t.prompt_tokens,
-        t.latent_steps,
-        t.generated_tokens,
-        r.kv_tokens,
-        t.prefill_s,
-        t.latent_s,
-        t.decode_s,
-        r.kv_bytes as f64 / 1e6
-    );
+    let tot = &r.totals;
+    let secs = [tot.prefill_s, tot.latent_s, tot.decode_s];
+    row("total", tot.prompt_tokens, tot.latent_steps, tot.generated_tokens, r.kv_tokens, secs);
+    print!("{}", table::render(&t));
+    println!("KV cache: {} tokens, {:.1} MB", r.kv_tokens, r.kv_bytes as f64 / 1e6);
 }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use super::record::Record;
 use super::task::Task;
+use crate::table::{self, Align::Left, Align::Right};
 
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -77,27 +78,29 @@ pub struct SummaryTable<'a>(pub &'a [Summary]);
 
 impl fmt::Display for SummaryTable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mw = self.0.iter().map(|s| s.method.chars().count()).max().unwrap_or(0).max(6);
-        writeln!(
-            f,
-            "{:<13} {:<mw$} {:>5} {:>8} {:>15} {:>9} {:>8} {:>8}",
-            "task", "method", "n", "accuracy", "95% CI", "out tok", "latent", "s/item"
-        )?;
+        let mut t = table::with_header(&[
+            ("task", Left),
+            ("method", Left),
+            ("n", Right),
+            ("accuracy", Right),
+            ("95% CI", Right),
+            ("out tok", Right),
+            ("latent", Right),
+            ("s/item", Right),
+        ]);
         for s in self.0 {
-            writeln!(
-                f,
-                "{:<13} {:<mw$} {:>5} {:>7.1}% {:>15} {:>9.1} {:>8.1} {:>8.2}",
-                s.task.as_str(),
-                s.method,
-                s.n,
-                100.0 * s.accuracy,
+            t.add_row(vec![
+                s.task.as_str().to_string(),
+                s.method.clone(),
+                s.n.to_string(),
+                format!("{:.1}%", 100.0 * s.accuracy),
                 format!("[{:.1}, {:.1}]", 100.0 * s.ci95.0, 100.0 * s.ci95.1),
-                s.mean_output_tokens,
-                s.mean_latent_steps,
-                s.seconds_per_item
-            )?;
+                format!("{:.1}", s.mean_output_tokens),
+                format!("{:.1}", s.mean_latent_steps),
+                format!("{:.2}", s.seconds_per_item),
+            ]);
         }
-        Ok(())
+        f.write_str(&table::render(&t))
     }
 }
 
@@ -145,6 +148,10 @@ mod tests {
         assert_eq!((s.n, s.correct), (2, 1));
         assert_eq!((s.accuracy, s.mean_output_tokens, s.mean_latent_steps, s.seconds_per_item), (0.5, 20.0, 4.0, 2.0));
         let table = s.to_string();
-        assert!(table.lines().nth(1).is_some_and(|l| l.contains("50.0%") && l.contains("[9.5, 90.5]")), "{table}");
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "header, separator, one row:\n{table}");
+        assert!(lines[0].contains("accuracy") && lines[0].contains("95% CI"), "{table}");
+        let cells: Vec<&str> = lines[2].split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(cells, ["gsm8k", "single", "2", "50.0%", "[9.5, 90.5]", "20.0", "4.0", "2.00"], "{table}");
     }
 }

@@ -29,7 +29,9 @@ pub mod report;
 use std::ffi::CStr;
 
 pub use params::*;
-pub use report::{kernel_report, print_kernel_table, KernelInfo, KernelTable};
+pub use report::{kernel_report, KernelInfo};
+#[cfg(feature = "cli")]
+pub use report::{print_kernel_table, KernelTable};
 
 use crate::error::{Error, Result};
 

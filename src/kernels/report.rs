@@ -2,11 +2,15 @@
 //! stack per kernel and architecture, parsed by build.rs and embedded as JSON. Zero spills is the target;
 //! build.rs also warns at build time about any spill.
 
+#[cfg(feature = "cli")]
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "cli")]
 use super::{AttnDecode, AttnParams, AttnPrefill, KernelOp, KERNELS_STATUS, NVCC_VERSION};
+#[cfg(feature = "cli")]
+use crate::table::{self, Align::Left, Align::Right};
 
 static REPORT_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/kernel_report.json"));
 
@@ -32,26 +36,36 @@ pub fn kernel_report() -> Vec<KernelInfo> {
 }
 
 /// [`kernel_report`] as a table (Display).
+#[cfg(feature = "cli")]
 pub struct KernelTable(pub Vec<KernelInfo>);
 
+#[cfg(feature = "cli")]
 impl fmt::Display for KernelTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
             return writeln!(f, "no CUDA kernels in this build: {KERNELS_STATUS}");
         }
-        let w = self.0.iter().map(|k| k.name.len()).max().unwrap_or(6).max(6);
-        writeln!(
-            f,
-            "{:<w$}  {:<7} {:>5} {:>11} {:>10} {:>11} {:>6}",
-            "kernel", "arch", "regs", "spill st B", "spill ld B", "static smem", "stack"
-        )?;
+        let mut t = table::with_header(&[
+            ("kernel", Left),
+            ("arch", Left),
+            ("regs", Right),
+            ("spill st B", Right),
+            ("spill ld B", Right),
+            ("static smem", Right),
+            ("stack", Right),
+        ]);
         for k in &self.0 {
-            writeln!(
-                f,
-                "{:<w$}  {:<7} {:>5} {:>11} {:>10} {:>11} {:>6}",
-                k.name, k.arch, k.registers, k.spill_stores, k.spill_loads, k.shared_bytes, k.stack_bytes
-            )?;
+            t.add_row(vec![
+                k.name.clone(),
+                k.arch.clone(),
+                k.registers.to_string(),
+                k.spill_stores.to_string(),
+                k.spill_loads.to_string(),
+                k.shared_bytes.to_string(),
+                k.stack_bytes.to_string(),
+            ]);
         }
+        f.write_str(&table::render(&t))?;
         let spilling: Vec<&KernelInfo> = self.0.iter().filter(|k| k.spill_stores + k.spill_loads > 0).collect();
         if spilling.is_empty() {
             writeln!(f, "{} entries, no spills", self.0.len())?;
@@ -89,6 +103,7 @@ impl fmt::Display for KernelTable {
 /// Prints the report: a table, or with `json` the JSON array
 /// `[{"name", "arch", "registers", "spill_stores", "spill_loads", "shared_bytes", "stack_bytes"}]`.
 /// Output errors (a closed pipe, `latentmas kernels | head`) are ignored.
+#[cfg(feature = "cli")]
 pub fn print_kernel_table(json: bool) {
     use std::io::Write;
     let report = kernel_report();

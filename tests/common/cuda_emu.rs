@@ -3,7 +3,7 @@
 //! the binary re-executes itself with `<dir>` first on `LD_LIBRARY_PATH` (the loader reads it only at
 //! process start), so cudarc's ordinary loading — and every `latentmas` child the tests start — finds
 //! the emulator. On a machine with a driver, or without the variable, nothing changes: the tests run on the
-//! real GPU, or print SKIP.
+//! real GPU, or say they could not run.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;

@@ -99,7 +99,8 @@ run_tests() {
   local n_passed n_failed n_skipped
   n_passed=$(grep -oE '[0-9]+ passed' "$tmp" | awk '{s+=$1} END {print s+0}')
   n_failed=$(grep -oE '[0-9]+ failed' "$tmp" | awk '{s+=$1} END {print s+0}')
-  n_skipped=$(grep -c '^SKIP' "$tmp")
+  # a test that could not run says SKIP, or (tests with their own harness) is ignored with the device's reason
+  n_skipped=$(grep -cE '^SKIP|\.\.\. ignored \(device: ' "$tmp")
   rm -f "$tmp"
   say "gpu_check: $label: rc $rc, $n_passed passed, $n_failed failed, $n_skipped skipped, $((SECONDS - t0)) s"
   results+=("\"$label\": {\"rc\": $rc, \"passed\": $n_passed, \"failed\": $n_failed, \"skipped\": $n_skipped}")
