@@ -199,8 +199,8 @@ typedef struct {
 } lm_engine_params;
 
 /**
- * Reports a phase of `lm_run`: `agent` (0-based) starts `phase`; `work` is its size (prompt tokens, latent
- * steps, or the new-token limit).
+ * Reports a phase of `lm_run`: `agent` (0-based, counted by prefills) starts `phase`; `work` is its size
+ * (prompt tokens, latent steps, or the new-token limit).
  */
 typedef void (*lm_progress_callback)(int32_t agent, lm_phase phase, int32_t work, void *user_data);
 
@@ -384,7 +384,9 @@ LM_API const char *lm_status_name(int code);
 LM_API const char *lm_version(void);
 
 /**
- * `lm_tokenize`: the token ids of `text` (no special tokens added, no chat template).
+ * `lm_tokenize`: the token ids of `text` (no special tokens added, no chat template) into `tokens`, which
+ * holds `n_max`. `*n_tokens` is always set to the count, so a call with `tokens` NULL and `n_max` 0 asks for
+ * the size (it returns LM_ERR_INVALID_ARGUMENT, as any too-small buffer does).
  *
  * # Safety
  * `text` NULL or NUL-terminated; `tokens` NULL or `n_max` writable `int32_t`; `n_tokens` NULL or writable.
@@ -415,7 +417,8 @@ int lm_chat_tokenize(const lm_engine *engine,
 LM_API int lm_engine_dims(const lm_engine *engine, uint32_t *hidden_size, uint32_t *vocab_size);
 
 /**
- * `lm_row_create`: a new empty row of `n_ctx` tokens, its positions starting at 0.
+ * `lm_row_create`: a new empty row of `n_ctx` tokens (a free range of the engine's KV buffer, first fit),
+ * its positions starting at 0. LM_ERR_KV_CAPACITY when no free range is that long.
  *
  * # Safety
  * `out` NULL or a writable `lm_row *`.
@@ -436,7 +439,8 @@ LM_API void lm_row_free(lm_row *row);
 LM_API int lm_row_size(const lm_row *row, uint32_t *n_tokens, uint32_t *n_ctx);
 
 /**
- * `lm_row_prefill`: appends `n_tokens` tokens to the row; afterwards the row can decode or take latent steps.
+ * `lm_row_prefill`: appends `n_tokens` tokens to the row (LM_ERR_KV_CAPACITY when they do not fit in its
+ * n_ctx); afterwards the row can decode or take latent steps.
  *
  * # Safety
  * `tokens` NULL or `n_tokens` readable `int32_t`.
@@ -460,7 +464,13 @@ LM_API lm_sampling_params lm_sampling_default_params(void);
 
 /**
  * `lm_row_decode`: decodes up to `max_new` tokens from the logits of the row's last prefill, feeding each
- * token back. See the header for the callbacks and the statuses.
+ * token back into the row (all but the last: to continue, prefill it with the next prompt).
+ * `on_token` (may be NULL) sees each token with its text piece; returning false stops after it.
+ * `should_abort` (may be NULL) is polled before the first token and after each one; returning true stops
+ * with LM_ERR_ABORTED. Both get `user_data` and run on one of the engine's threads while this call waits.
+ * Returns LM_OK when the model's stop token, `max_new`, the row's end or `on_token` ended the decode.
+ * `*n_generated` (may be NULL) is the number of tokens reported, on success and on abort. Afterwards the row
+ * has no logits or hidden state: prefill it before the next decode or latent steps.
  *
  * # Safety
  * `params` NULL or readable; the callbacks NULL or callable with `user_data`; `n_generated` NULL or writable.

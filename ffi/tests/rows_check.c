@@ -3,7 +3,8 @@
  * crates/capi/tests/ffi.rs builds and runs.
  *
  *     rows_check rows MODEL      every row call: good paths, NULLs, bad sizes, a full KV buffer, a too-long
- *                                prompt, a caller stop, an abort mid-decode (then the engine still works)
+ *                                prompt, a caller stop, an abort mid-decode (then the engine still works);
+ *                                lm_run's progress callback
  *     rows_check threads MODEL   4 threads share one engine, each driving its own row; every thread gets the
  *                                single-thread greedy tokens
  *
@@ -42,6 +43,26 @@ static bool should_abort(void *user) {
     stream *s = user;
     s->polls++;
     return s->abort_after && s->n >= s->abort_after;
+}
+
+/* What the progress callback saw. */
+typedef struct {
+    int prefills, latents, decodes, last_agent, latent_work, decode_work, out_of_order;
+} progress_log;
+
+static void on_progress(int32_t agent, lm_phase phase, int32_t work, void *user) {
+    progress_log *p = user;
+    if (agent < p->last_agent) p->out_of_order++;
+    p->last_agent = agent;
+    if (phase == LM_PHASE_PREFILL) p->prefills++;
+    if (phase == LM_PHASE_LATENT) {
+        p->latents++;
+        p->latent_work = work;
+    }
+    if (phase == LM_PHASE_DECODE) {
+        p->decodes++;
+        p->decode_work = work;
+    }
 }
 
 static lm_sampling_params greedy(void) {
@@ -232,6 +253,22 @@ static int rows(const char *model) {
     CHECK(after.n == full.n && memcmp(after.ids, full.ids, sizeof(int32_t) * (size_t)full.n) == 0);
     CHECK_RC(lm_run(e, "1+1?", &rp, &res), LM_OK);
     lm_result_free(res);
+
+    /* lm_run's progress: LatentMAS sequential is 4 agents, 3 of them thinking in latent space, 1 decoding. */
+    progress_log log = {0};
+    rp.latent_steps = 3;
+    rp.progress = on_progress;
+    rp.progress_user_data = &log;
+    CHECK_RC(lm_run(e, "1+1?", &rp, &res), LM_OK);
+    lm_result_free(res);
+    CHECK(log.prefills == 4 && log.latents == 3 && log.decodes == 1);
+    CHECK(log.latent_work == 3 && log.decode_work == 2);
+    CHECK(log.last_agent == 3 && log.out_of_order == 0);
+    /* The callback is not kept: a run without one reports nothing more. */
+    rp.progress = NULL;
+    CHECK_RC(lm_run(e, "1+1?", &rp, &res), LM_OK);
+    lm_result_free(res);
+    CHECK(log.prefills == 4);
 
     lm_engine_free(e);
     return finish("rows");

@@ -173,6 +173,6 @@ pub type LmTokenCallback =
 /// Polled before each token of `lm_row_decode`; returning true stops it with LM_ERR_ABORTED.
 pub type LmAbortCallback = Option<unsafe extern "C" fn(user_data: *mut c_void) -> bool>;
 
-/// Reports a phase of `lm_run`: `agent` (0-based) starts `phase`; `work` is its size (prompt tokens, latent
-/// steps, or the new-token limit).
+/// Reports a phase of `lm_run`: `agent` (0-based, counted by prefills) starts `phase`; `work` is its size
+/// (prompt tokens, latent steps, or the new-token limit).
 pub type LmProgressCallback = Option<unsafe extern "C" fn(agent: i32, phase: Phase, work: i32, user_data: *mut c_void)>;
