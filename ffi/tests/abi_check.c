@@ -115,6 +115,12 @@ static int errors(const char *model) {
     ep.device = "gpu";
     CHECK_RC(lm_engine_open(&ep, &engine), LM_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE("cpu, cuda, auto, emu");
+    ep.device = "cpu";
+    ep.n_threads = -1;
+    CHECK_RC(lm_engine_open(&ep, &engine), LM_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("params.n_threads = -1");
+    CHECK(engine == NULL);
+    ep.n_threads = 0;
     ep.device = bad_utf8;
     CHECK_RC(lm_engine_open(&ep, &engine), LM_ERR_INVALID_UTF8);
     ep.device = "cuda";

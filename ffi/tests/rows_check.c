@@ -247,6 +247,35 @@ static int rows(const char *model) {
     } else {
         FAIL("the greedy decode stopped after %d token(s); the stop and abort checks need 2", full.n);
     }
+    /* Two rows interleaved phase by phase decode what one row alone does: each row keeps the hidden state and
+     * logits of its own last call, whichever row ran since. */
+    {
+        static int32_t q[MAX_TOKENS], q2[MAX_TOKENS], o[MAX_TOKENS], a[MAX_TOKENS];
+        size_t nq = 0, nq2 = 0, no = 0, na = 0;
+        CHECK_RC(lm_chat_tokenize(e, "You are a careful solver.", "What is 12 plus 30?", q, MAX_TOKENS, &nq), LM_OK);
+        CHECK_RC(lm_chat_tokenize(e, NULL, "Answer now.", a, MAX_TOKENS, &na), LM_OK);
+        CHECK_RC(lm_chat_tokenize(e, NULL, "Name a colour.", o, MAX_TOKENS, &no), LM_OK);
+        memcpy(q2, o, no * sizeof(int32_t));
+        nq2 = no;
+        lm_row *ra = NULL, *rb = NULL;
+        CHECK_RC(lm_row_create(e, (uint32_t)(nq + LATENT + na + MAX_NEW), &ra), LM_OK);
+        CHECK_RC(lm_row_create(e, (uint32_t)(nq2 + LATENT + na + MAX_NEW), &rb), LM_OK);
+        CHECK_RC(lm_row_prefill(ra, q, nq), LM_OK);
+        CHECK_RC(lm_row_prefill(rb, q2, nq2), LM_OK);
+        CHECK_RC(lm_row_latent(ra, LATENT, NULL, 0), LM_OK); /* from ra's hidden state, not rb's */
+        CHECK_RC(lm_row_latent(rb, LATENT, NULL, 0), LM_OK);
+        CHECK_RC(lm_row_prefill(ra, a, na), LM_OK);
+        CHECK_RC(lm_row_prefill(rb, a, na), LM_OK);
+        stream mixed = {0};
+        int32_t got = 0;
+        CHECK_RC(lm_row_decode(ra, &sp, MAX_NEW, on_token, NULL, &mixed, &got), LM_OK); /* from ra's logits */
+        CHECK(mixed.n == full.n && memcmp(mixed.ids, full.ids, sizeof(int32_t) * (size_t)full.n) == 0);
+        CHECK_RC(lm_row_decode(ra, &sp, MAX_NEW, NULL, NULL, NULL, NULL), LM_ERR_INVALID_ARGUMENT);
+        CHECK_MESSAGE("logits");
+        lm_row_free(ra);
+        lm_row_free(rb);
+    }
+
     /* After an abort the engine is usable and gives the same tokens. */
     stream after = {0};
     CHECK_RC(chain(e, "What is 12 plus 30?", &after), LM_OK);
