@@ -11,7 +11,7 @@
  * Two levels (ffi/examples/run.c and ffi/examples/stream.c):
  *   - lm_run: one whole question (single agent, TextMAS or LatentMAS), a result with the text, the answer and
  *     the JSON report; an optional progress callback sees each agent's prefill, latent and decode phases.
- *   - rows: lm_chat_tokenize / lm_tokenize give token ids; lm_row_create takes a range of the engine's KV
+ *   - rows: lm_chat_tokenize / lm_tokenize give token ids (lm_detokenize the text back); lm_row_create takes a range of the engine's KV
  *     buffer; lm_row_prefill appends tokens; lm_row_latent runs latent steps (the LatentMAS working memory),
  *     optionally copying the fed vectors out; lm_row_decode streams tokens through a callback and polls an
  *     abort callback; lm_row_free gives the range back. lm_run needs the whole buffer: it refuses to run
@@ -407,6 +407,23 @@ int lm_chat_tokenize(const lm_engine *engine,
                      int32_t *tokens,
                      size_t n_max,
                      size_t *n_tokens);
+
+/**
+ * `lm_detokenize`: the text of `n_tokens` ids (special tokens skipped), NUL-terminated, into `text` of
+ * `text_size` bytes. `*n_bytes` is always set to the text's length without the NUL, so a call with `text`
+ * NULL and `text_size` 0 asks for the size (it returns LM_ERR_INVALID_ARGUMENT, as any too-small buffer does).
+ *
+ * # Safety
+ * `tokens` NULL or `n_tokens` readable `int32_t`; `text` NULL or `text_size` writable bytes; `n_bytes` NULL
+ * or writable.
+ */
+LM_API
+int lm_detokenize(const lm_engine *engine,
+                  const int32_t *tokens,
+                  size_t n_tokens,
+                  char *text,
+                  size_t text_size,
+                  size_t *n_bytes);
 
 /**
  * `lm_engine_dims`: the hidden size (floats per latent vector) and the vocabulary size.

@@ -219,6 +219,24 @@ static int rows(const char *model) {
     CHECK_RC(chain(e, "What is 12 plus 30?", &full), LM_OK);
     CHECK(full.n >= 1 && full.n <= MAX_NEW);
     CHECK(full.polls >= 1);
+    /* The streamed pieces make the text of the tokens. */
+    {
+        size_t need = 0;
+        CHECK_RC(lm_detokenize(e, full.ids, (size_t)full.n, NULL, 0, &need), LM_ERR_INVALID_ARGUMENT);
+        CHECK_MESSAGE("text_size = 0");
+        char *text = malloc(need + 1);
+        size_t got_bytes = 0;
+        CHECK_RC(lm_detokenize(e, full.ids, (size_t)full.n, text, need, &got_bytes), LM_ERR_INVALID_ARGUMENT);
+        CHECK_RC(lm_detokenize(e, full.ids, (size_t)full.n, text, need + 1, &got_bytes), LM_OK);
+        CHECK(got_bytes == need && strcmp(text, full.text) == 0);
+        free(text);
+        CHECK_RC(lm_detokenize(e, NULL, 2, NULL, 0, &got_bytes), LM_ERR_NULL_POINTER);
+        CHECK_RC(lm_detokenize(e, full.ids, 1, NULL, 0, NULL), LM_ERR_NULL_POINTER);
+        int32_t bad_id = -5;
+        char small[8];
+        CHECK_RC(lm_detokenize(e, &bad_id, 1, small, sizeof small, &got_bytes), LM_ERR_INVALID_ARGUMENT);
+        CHECK_MESSAGE("tokens[0] = -5");
+    }
     stream again = {0};
     CHECK_RC(chain(e, "What is 12 plus 30?", &again), LM_OK);
     CHECK(again.n == full.n && memcmp(again.ids, full.ids, sizeof(int32_t) * (size_t)full.n) == 0);

@@ -157,6 +157,70 @@ pub unsafe extern "C" fn lm_chat_tokenize(
     })
 }
 
+/// `lm_detokenize`: the text of `n_tokens` ids (special tokens skipped), NUL-terminated, into `text` of
+/// `text_size` bytes. `*n_bytes` is always set to the text's length without the NUL, so a call with `text`
+/// NULL and `text_size` 0 asks for the size (it returns LM_ERR_INVALID_ARGUMENT, as any too-small buffer does).
+///
+/// # Safety
+/// `tokens` NULL or `n_tokens` readable `int32_t`; `text` NULL or `text_size` writable bytes; `n_bytes` NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn lm_detokenize(
+    engine: *const LmEngine,
+    tokens: *const i32,
+    n_tokens: usize,
+    text: *mut c_char,
+    text_size: usize,
+    n_bytes: *mut usize,
+) -> c_int {
+    entry_status("lm_detokenize", || {
+        check_ptr(n_bytes, "n_bytes")?;
+        let e = lookup(engine, "engine")?;
+        let given: &[i32] = if n_tokens == 0 {
+            &[]
+        } else {
+            check_ptr(tokens, "tokens")?;
+            // SAFETY: non-NULL and aligned (checked); the caller promises n_tokens readable values.
+            unsafe { std::slice::from_raw_parts(tokens, n_tokens) }
+        };
+        let out = e.with(|st| {
+            let vocab = st.engine.vocab_limit();
+            let ids = token_ids(given, vocab)?;
+            st.engine.tokenizer.decode(&ids, true).map_err(|e| from_error(e, false))
+        })?;
+        let out = c_string(&out);
+        let bytes = out.as_bytes_with_nul();
+        // SAFETY: checked non-NULL and aligned; the caller promises it is writable.
+        unsafe { n_bytes.write(bytes.len() - 1) };
+        if bytes.len() > text_size {
+            return Err(Fail::new(
+                Status::LmErrInvalidArgument,
+                format!("text_size = {text_size} bytes is too small: the text needs {} with its NUL", bytes.len()),
+            ));
+        }
+        check_ptr(text, "text")?;
+        // SAFETY: text holds text_size >= bytes.len() writable bytes (the caller's promise, checked size).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), text, bytes.len()) };
+        Ok(())
+    })
+}
+
+/// Checks caller token ids against the vocabulary.
+fn token_ids(given: &[i32], vocab: usize) -> Res<Vec<u32>> {
+    given
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            u32::try_from(t).ok().filter(|&t| (t as usize) < vocab).ok_or_else(|| {
+                Fail::new(
+                    Status::LmErrInvalidArgument,
+                    format!("tokens[{i}] = {t} is not a token id (the vocabulary has {vocab})"),
+                )
+            })
+        })
+        .collect()
+}
+
 /// `lm_engine_dims`: the hidden size (floats per latent vector) and the vocabulary size.
 ///
 /// # Safety
@@ -289,19 +353,7 @@ pub unsafe extern "C" fn lm_row_prefill(row: *mut LmRow, tokens: *const i32, n_t
             if kv.check_append(given.len()).is_err() {
                 return Err(row_full(&kv, given.len(), &format!("the prompt of n_tokens = {}", given.len())));
             }
-            let vocab = st.engine.vocab_limit();
-            let ids = given
-                .iter()
-                .enumerate()
-                .map(|(i, &t)| {
-                    u32::try_from(t).ok().filter(|&t| (t as usize) < vocab).ok_or_else(|| {
-                        Fail::new(
-                            Status::LmErrInvalidArgument,
-                            format!("tokens[{i}] = {t} is not a token id (the vocabulary has {vocab})"),
-                        )
-                    })
-                })
-                .collect::<Res<Vec<u32>>>()?;
+            let ids = token_ids(given, st.engine.vocab_limit())?;
             if kv.pos_base + kv.len + ids.len() > st.engine.max_context {
                 return Err(Fail::new(
                     Status::LmErrKvCapacity,
