@@ -11,11 +11,11 @@
  * Two levels (ffi/examples/run.c and ffi/examples/stream.c):
  *   - lm_run: one whole question (single agent, TextMAS or LatentMAS), a result with the text, the answer and
  *     the JSON report; an optional progress callback sees each agent's prefill, latent and decode phases.
- *   - rows: lm_chat_tokenize / lm_tokenize give token ids (lm_detokenize the text back); lm_row_create takes a range of the engine's KV
- *     buffer; lm_row_prefill appends tokens; lm_row_latent runs latent steps (the LatentMAS working memory),
- *     optionally copying the fed vectors out; lm_row_decode streams tokens through a callback and polls an
- *     abort callback; lm_row_free gives the range back. lm_run needs the whole buffer: it refuses to run
- *     (LM_ERR_KV_CAPACITY) while rows are live.
+ *   - rows: lm_chat_tokenize / lm_tokenize give token ids (lm_detokenize the text back); lm_row_create
+ *     takes a range of the engine's KV buffer; lm_row_prefill appends tokens; lm_row_latent runs latent steps
+ *     (the LatentMAS working memory), optionally copying the fed vectors out; lm_row_decode streams tokens
+ *     through a callback and polls an abort callback; lm_row_free gives the range back. lm_run needs the
+ *     whole buffer: it refuses to run (LM_ERR_KV_CAPACITY) while rows are live.
  *
  * STRINGS. Every string in and out is UTF-8 and NUL-terminated. Strings passed in are only read during the call.
  * Invalid UTF-8 is LM_ERR_INVALID_UTF8. A NUL inside generated text comes out as U+FFFD.
