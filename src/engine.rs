@@ -51,6 +51,18 @@ pub struct Engine {
     /// and [`Engine::latent_steps`] before each step, and return [`Error::Interrupted`] (so a run stops
     /// within one forward pass). Whoever sets it clears it before the next call ([`Engine::abort_flag`]).
     abort: Arc<AtomicBool>,
+    /// Told when [`Engine::prefill`], [`Engine::latent_steps`] or [`Engine::decode`] starts, with the size of
+    /// its work (prompt tokens of every row, latent steps, the new-token limit): progress for an embedder
+    /// (the C API's `lm_run` progress callback). None by default.
+    pub on_phase: Option<Box<dyn FnMut(Phase, usize) + Send>>,
+}
+
+/// A phase of the work [`Engine::on_phase`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Prefill,
+    Latent,
+    Decode,
 }
 
 /// Which device an engine runs its forward passes on.
@@ -209,6 +221,7 @@ impl Engine {
             device_sampling: true,
             max_context: model_context,
             abort: Arc::new(AtomicBool::new(false)),
+            on_phase: None,
         })
     }
 
@@ -216,6 +229,12 @@ impl Engine {
     /// embeds the engine (Python's Ctrl-C, a C abort callback) keeps a clone and stores `true` into it.
     pub fn abort_flag(&self) -> Arc<AtomicBool> {
         self.abort.clone()
+    }
+
+    fn phase(&mut self, phase: Phase, work: usize) {
+        if let Some(f) = self.on_phase.as_mut() {
+            f(phase, work);
+        }
     }
 
     fn check_abort(&self, what: impl FnOnce() -> String) -> Result<()> {
@@ -299,6 +318,7 @@ impl Engine {
     /// Appends each row's prompt to its cache in one forward call. Afterwards `ws.hidden` holds each row's
     /// last final-norm hidden state and, if `logits`, `ws.logits` its next-token logits.
     pub fn prefill(&mut self, rows: &mut [KvRow], prompts: &[&[u32]], logits: bool) -> Result<()> {
+        self.phase(Phase::Prefill, prompts.iter().map(|p| p.len()).sum());
         let mut steps: Vec<RowStep> = rows
             .iter_mut()
             .zip(prompts)
@@ -346,6 +366,7 @@ impl Engine {
         for r in rows.iter() {
             r.check_append(m)?;
         }
+        self.phase(Phase::Latent, m);
         let _range = nvtx::range("latent");
         let mut inputs = vec![0f32; rows.len() * d];
         if m > 0 {
@@ -398,6 +419,7 @@ impl Engine {
         if max_new == 0 {
             return Ok(out);
         }
+        self.phase(Phase::Decode, max_new);
         let _range = nvtx::range("decode");
         // `active[j]` = row index whose logits are at position j of ws.logits.
         let mut active: Vec<usize> = (0..rows.len()).collect();

@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         int has_value = i + 1 < argc;
         if (strcmp(a, "--greedy") == 0) {
-            rp.greedy = 1;
+            rp.greedy = true;
         } else if (strcmp(a, "--method") == 0 && has_value) {
             rp.method = argv[++i];
         } else if (strcmp(a, "--topology") == 0 && has_value) {

@@ -22,59 +22,7 @@
 
 #include "latentmas.h"
 
-static int failures = 0;
-static int checks = 0;
-
-#define FAIL(...)                                                                                                  \
-    do {                                                                                                           \
-        fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                                            \
-        fprintf(stderr, __VA_ARGS__);                                                                              \
-        fprintf(stderr, "\n");                                                                                     \
-        failures++;                                                                                                \
-    } while (0)
-
-/* An int-returning call must return `want`, and the thread's last error must agree. */
-#define CHECK_RC(call, want)                                                                                       \
-    do {                                                                                                           \
-        checks++;                                                                                                  \
-        int rc_ = (call);                                                                                          \
-        int code_ = lm_last_error_code();                                                                          \
-        if (rc_ != (want) || code_ != (want))                                                                      \
-            FAIL("%s: want %s, got %s (last error code %s): %s", #call, lm_status_name(want), lm_status_name(rc_), \
-                 lm_status_name(code_), lm_last_error());                                                          \
-        else if ((want) != LM_OK && lm_last_error()[0] == '\0')                                                    \
-            FAIL("%s: failed with %s but lm_last_error() is empty", #call, lm_status_name(want));                  \
-    } while (0)
-
-/* A void or pointer-returning call must leave `want` as the last error code. */
-#define CHECK_CODE(call, want)                                                                                     \
-    do {                                                                                                           \
-        checks++;                                                                                                  \
-        (void)(call);                                                                                              \
-        int code_ = lm_last_error_code();                                                                          \
-        if (code_ != (want))                                                                                       \
-            FAIL("%s: want last error %s, got %s: %s", #call, lm_status_name(want), lm_status_name(code_),         \
-                 lm_last_error());                                                                                 \
-    } while (0)
-
-#define CHECK(cond)                                                                                                \
-    do {                                                                                                           \
-        checks++;                                                                                                  \
-        if (!(cond)) FAIL("check failed: %s (last error: %s)", #cond, lm_last_error());                            \
-    } while (0)
-
-/* The last error must mention `needle` (the field or argument it is about). */
-#define CHECK_MESSAGE(needle)                                                                                      \
-    do {                                                                                                           \
-        checks++;                                                                                                  \
-        if (strstr(lm_last_error(), (needle)) == NULL)                                                             \
-            FAIL("last error should mention \"%s\": %s", (needle), lm_last_error());                               \
-    } while (0)
-
-static int finish(const char *what) {
-    printf("%s: %d checks, %d failed\n", what, checks, failures);
-    return failures > 100 ? 100 : failures;
-}
+#include "check.h"
 
 /* ---- layout ---------------------------------------------------------------------------------------------- */
 
@@ -86,6 +34,7 @@ static int layout(void) {
     FIELD(lm_engine_params, model);
     FIELD(lm_engine_params, device);
     FIELD(lm_engine_params, kv_budget_bytes);
+    FIELD(lm_engine_params, n_threads);
     FIELD(lm_engine_params, realign);
     printf("sizeof.lm_run_params %zu\n", sizeof(lm_run_params));
     printf("alignof.lm_run_params %zu\n", _Alignof(lm_run_params));
@@ -99,6 +48,16 @@ static int layout(void) {
     FIELD(lm_run_params, top_k);
     FIELD(lm_run_params, top_p);
     FIELD(lm_run_params, seed);
+    FIELD(lm_run_params, progress);
+    FIELD(lm_run_params, progress_user_data);
+    printf("sizeof.lm_sampling_params %zu\n", sizeof(lm_sampling_params));
+    printf("alignof.lm_sampling_params %zu\n", _Alignof(lm_sampling_params));
+    FIELD(lm_sampling_params, greedy);
+    FIELD(lm_sampling_params, temperature);
+    FIELD(lm_sampling_params, top_k);
+    FIELD(lm_sampling_params, top_p);
+    FIELD(lm_sampling_params, seed);
+    printf("sizeof.bool %zu\n", sizeof(bool));
     printf("sizeof.lm_status %zu\n", sizeof(lm_status));
     return 0;
 }
@@ -107,7 +66,7 @@ static int layout(void) {
 
 static lm_run_params quick_params(void) {
     lm_run_params rp = lm_run_default_params();
-    rp.greedy = 1;
+    rp.greedy = true;
     rp.max_new_tokens = 3;
     rp.latent_steps = 2;
     return rp;
@@ -123,11 +82,11 @@ static int errors(const char *model) {
 
     /* lm_engine_default_params / lm_run_default_params: the documented defaults, and they clear errors. */
     lm_engine_params ep = lm_engine_default_params();
-    CHECK(ep.model == NULL && strcmp(ep.device, "auto") == 0 && ep.kv_budget_bytes == 0 && ep.realign == 0);
+    CHECK(ep.model == NULL && strcmp(ep.device, "auto") == 0 && ep.kv_budget_bytes == 0 && !ep.realign && ep.n_threads == 0);
     lm_run_params dp = lm_run_default_params();
     CHECK(strcmp(dp.method, "latent") == 0 && strcmp(dp.topology, "sequential") == 0);
     CHECK(strcmp(dp.task_family, "math") == 0 && dp.latent_steps == 10 && dp.max_new_tokens == 2048);
-    CHECK(dp.greedy == 0 && fabsf(dp.temperature - 0.6f) < 1e-6f && dp.top_k == 20);
+    CHECK(!dp.greedy && fabsf(dp.temperature - 0.6f) < 1e-6f && dp.top_k == 20);
     CHECK(fabsf(dp.top_p - 0.95f) < 1e-6f && dp.seed == 0);
 
     /* lm_engine_open */
@@ -156,6 +115,12 @@ static int errors(const char *model) {
     ep.device = "gpu";
     CHECK_RC(lm_engine_open(&ep, &engine), LM_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE("cpu, cuda, auto, emu");
+    ep.device = "cpu";
+    ep.n_threads = -1;
+    CHECK_RC(lm_engine_open(&ep, &engine), LM_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("params.n_threads = -1");
+    CHECK(engine == NULL);
+    ep.n_threads = 0;
     ep.device = bad_utf8;
     CHECK_RC(lm_engine_open(&ep, &engine), LM_ERR_INVALID_UTF8);
     ep.device = "cuda";
@@ -251,7 +216,7 @@ static int errors(const char *model) {
     CHECK_RC(lm_run(engine, "q", &rp, &r), LM_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE("params.top_k");
     rp = quick_params();
-    rp.greedy = 0;
+    rp.greedy = false;
     rp.temperature = 0.0f;
     CHECK_RC(lm_run(engine, "q", &rp, &r), LM_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE("params.temperature");
@@ -356,7 +321,7 @@ struct shared {
 
 static lm_run_params sampled_params(void) {
     lm_run_params rp = quick_params();
-    rp.greedy = 0;
+    rp.greedy = false;
     rp.temperature = 1.5f;
     rp.top_k = 0;
     rp.top_p = 1.0f;

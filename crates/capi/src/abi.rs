@@ -4,7 +4,7 @@
 //! `latentmas` would collide with the engine's).
 #![allow(dead_code)]
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 
 /// KV slots `kv_budget_bytes = 0` ("auto") allocates. The buffer is allocated once, at `lm_engine_open`, before
 /// any question is known, so "auto" cannot size it per run as the CLI does: 4096 tokens hold one LatentMAS
@@ -18,63 +18,74 @@ pub const AUTO_KV_TOKENS: usize = 4096;
 /// (only the standard library's; no dependency links a system library). `latentmas-ffi-flags` prints them.
 pub const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
 
+/// The ABI's version: `lm_abi_version()`. It changes whenever a struct's layout, a prototype or a status
+/// code changes, so a program can refuse a library it was not compiled against.
+pub const LM_ABI_VERSION: u32 = 2;
+
 /// Status codes (`lm_status` in the header). 0 is success, every failure is negative.
 #[repr(i32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    Ok = 0,
+    LmOk = 0,
     /// A required pointer argument or string field is NULL.
-    NullPointer = -1,
+    LmErrNullPointer = -1,
     /// A string is not valid UTF-8.
-    InvalidUtf8 = -2,
+    LmErrInvalidUtf8 = -2,
     /// An unknown word, a number out of range, a combination that means nothing, or a misaligned pointer.
-    InvalidArgument = -3,
+    LmErrInvalidArgument = -3,
     /// Not a live handle of that kind: freed already, never issued, or a handle of the other kind.
-    InvalidHandle = -4,
+    LmErrInvalidHandle = -4,
     /// The model could not be found or loaded (directory, hub, config, weights, tokenizer).
-    Model = -5,
+    LmErrModel = -5,
     /// The device is not available (`cuda` in this build).
-    Device = -6,
+    LmErrDevice = -6,
     /// The KV buffer cannot be allocated, holds no token, or is too small for the run.
-    KvCapacity = -7,
+    LmErrKvCapacity = -7,
     /// The run failed for another reason (prompt template, tokenizer, ...).
-    Run = -8,
+    LmErrRun = -8,
     /// A bug inside the library was caught at the boundary (a Rust panic).
-    Panic = -9,
+    LmErrPanic = -9,
     /// The engine was inside a run that panicked; only `lm_engine_free` is left to do with it.
-    Poisoned = -10,
+    LmErrPoisoned = -10,
+    /// The abort callback asked a decode to stop; the row holds the tokens fed so far, the engine is usable.
+    LmErrAborted = -11,
 }
 
 impl Status {
-    /// Every status, in header order.
-    pub const ALL: [Status; 11] = [
-        Status::Ok,
-        Status::NullPointer,
-        Status::InvalidUtf8,
-        Status::InvalidArgument,
-        Status::InvalidHandle,
-        Status::Model,
-        Status::Device,
-        Status::KvCapacity,
-        Status::Run,
-        Status::Panic,
-        Status::Poisoned,
-    ];
+    /// Every status, in header order (a function, not an associated const: the header generator would
+    /// export a const).
+    pub fn all() -> [Status; 12] {
+        [
+            Status::LmOk,
+            Status::LmErrNullPointer,
+            Status::LmErrInvalidUtf8,
+            Status::LmErrInvalidArgument,
+            Status::LmErrInvalidHandle,
+            Status::LmErrModel,
+            Status::LmErrDevice,
+            Status::LmErrKvCapacity,
+            Status::LmErrRun,
+            Status::LmErrPanic,
+            Status::LmErrPoisoned,
+            Status::LmErrAborted,
+        ]
+    }
 
     /// The header's name of the code.
     pub fn name(self) -> &'static CStr {
         match self {
-            Status::Ok => c"LM_OK",
-            Status::NullPointer => c"LM_ERR_NULL_POINTER",
-            Status::InvalidUtf8 => c"LM_ERR_INVALID_UTF8",
-            Status::InvalidArgument => c"LM_ERR_INVALID_ARGUMENT",
-            Status::InvalidHandle => c"LM_ERR_INVALID_HANDLE",
-            Status::Model => c"LM_ERR_MODEL",
-            Status::Device => c"LM_ERR_DEVICE",
-            Status::KvCapacity => c"LM_ERR_KV_CAPACITY",
-            Status::Run => c"LM_ERR_RUN",
-            Status::Panic => c"LM_ERR_PANIC",
-            Status::Poisoned => c"LM_ERR_POISONED",
+            Status::LmOk => c"LM_OK",
+            Status::LmErrNullPointer => c"LM_ERR_NULL_POINTER",
+            Status::LmErrInvalidUtf8 => c"LM_ERR_INVALID_UTF8",
+            Status::LmErrInvalidArgument => c"LM_ERR_INVALID_ARGUMENT",
+            Status::LmErrInvalidHandle => c"LM_ERR_INVALID_HANDLE",
+            Status::LmErrModel => c"LM_ERR_MODEL",
+            Status::LmErrDevice => c"LM_ERR_DEVICE",
+            Status::LmErrKvCapacity => c"LM_ERR_KV_CAPACITY",
+            Status::LmErrRun => c"LM_ERR_RUN",
+            Status::LmErrPanic => c"LM_ERR_PANIC",
+            Status::LmErrPoisoned => c"LM_ERR_POISONED",
+            Status::LmErrAborted => c"LM_ERR_ABORTED",
         }
     }
 
@@ -93,8 +104,10 @@ pub struct LmEngineParams {
     pub device: *const c_char,
     /// KV buffer size in bytes; 0 = auto ([`AUTO_KV_TOKENS`] tokens).
     pub kv_budget_bytes: u64,
-    /// Nonzero: map hidden states through the ridge alignment W_a (computed or loaded at open).
-    pub realign: c_int,
+    /// Worker threads of the engine's own thread pool; 0 = one per core (`RAYON_NUM_THREADS` if set).
+    pub n_threads: i32,
+    /// Map hidden states through the ridge alignment W_a (computed or loaded at open).
+    pub realign: bool,
 }
 
 /// `lm_run_params`.
@@ -111,8 +124,8 @@ pub struct LmRunParams {
     pub latent_steps: c_int,
     /// ≥ 1.
     pub max_new_tokens: c_int,
-    /// Nonzero: argmax decoding (the sampling fields are then ignored, but top_p must still be in (0, 1]).
-    pub greedy: c_int,
+    /// Argmax decoding (the sampling fields are then ignored, but top_p must still be in (0, 1]).
+    pub greedy: bool,
     /// > 0 and finite unless greedy.
     pub temperature: f32,
     /// ≥ 0; 0 = no top-k cut.
@@ -120,4 +133,46 @@ pub struct LmRunParams {
     /// In (0, 1].
     pub top_p: f32,
     pub seed: u64,
+    /// Called at the start of each phase of each agent; may be NULL.
+    pub progress: LmProgressCallback,
+    /// Passed to `progress` unchanged.
+    pub progress_user_data: *mut c_void,
 }
+
+/// `lm_sampling_params`: how `lm_row_decode` picks tokens.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LmSamplingParams {
+    /// Argmax decoding (the other fields are then ignored, but top_p must still be in (0, 1]).
+    pub greedy: bool,
+    /// > 0 and finite unless greedy.
+    pub temperature: f32,
+    /// ≥ 0; 0 = no top-k cut.
+    pub top_k: i32,
+    /// In (0, 1].
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+/// `lm_phase`: what `lm_progress_callback` reports.
+// The variants are spelled so that the header generator's SCREAMING_SNAKE_CASE gives the C names.
+#[allow(clippy::enum_variant_names)]
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    LmPhasePrefill = 0,
+    LmPhaseLatent = 1,
+    LmPhaseDecode = 2,
+}
+
+/// Sees each token `lm_row_decode` picks: its id and its text (UTF-8, "" for a special token or while a
+/// character is incomplete). Returning false stops the decode after this token (status LM_OK).
+pub type LmTokenCallback =
+    Option<unsafe extern "C" fn(token: i32, piece: *const c_char, user_data: *mut c_void) -> bool>;
+
+/// Polled before each token of `lm_row_decode`; returning true stops it with LM_ERR_ABORTED.
+pub type LmAbortCallback = Option<unsafe extern "C" fn(user_data: *mut c_void) -> bool>;
+
+/// Reports a phase of `lm_run`: `agent` (0-based, counted by prefills) starts `phase`; `work` is its size
+/// (prompt tokens, latent steps, or the new-token limit).
+pub type LmProgressCallback = Option<unsafe extern "C" fn(agent: i32, phase: Phase, work: i32, user_data: *mut c_void)>;

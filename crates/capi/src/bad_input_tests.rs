@@ -44,7 +44,13 @@ fn with_template(dir: &Path, t: &str) -> PathBuf {
 
 fn c_open(model: &Path, kv_budget_bytes: u64) -> (i32, String) {
     let model = CString::new(model.to_str().unwrap()).unwrap();
-    let params = LmEngineParams { model: model.as_ptr(), device: c"cpu".as_ptr(), kv_budget_bytes, realign: 0 };
+    let params = LmEngineParams {
+        model: model.as_ptr(),
+        device: c"cpu".as_ptr(),
+        kv_budget_bytes,
+        n_threads: 0,
+        realign: false,
+    };
     let mut engine: *mut LmEngine = std::ptr::null_mut();
     // SAFETY: params and its strings live across the call; engine is a writable slot.
     let code = unsafe { lm_engine_open(&params, &mut engine) };

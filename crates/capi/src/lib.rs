@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
-use engine::engine::{DeviceKind, Engine};
+use engine::engine::{DeviceKind, Engine, Phase as EnginePhase};
 use engine::error::Error;
 use engine::kv::KvBudget;
 use engine::latent::Alignment;
@@ -41,12 +41,19 @@ use engine::sample::SamplingParams;
 mod abi;
 #[cfg(test)]
 mod bad_input_tests;
+mod rows;
+mod slots;
 
 pub use abi::*;
+pub use rows::*;
 
-/// `lm_engine`: the engine, its alignment and the prompt set, behind a mutex (runs serialise).
+/// `lm_engine`: the engine, its alignment and the prompt set, behind a mutex (runs serialise), and the thread
+/// pool its work runs on.
 pub struct LmEngine {
     state: Mutex<EngineState>,
+    /// The engine's own workers: every call runs inside `pool.install`, the caller waiting outside the pool
+    /// (a pool that counted the caller in would wait for it in each region that runs on every worker).
+    pool: Workers,
     kv_slots: u64,
     kv_bytes: u64,
 }
@@ -55,6 +62,58 @@ struct EngineState {
     engine: Engine,
     align: Alignment,
     prompts: PromptSet,
+    /// The rows of the row API and the free ranges of the KV buffer.
+    rows: rows::RowTable,
+}
+
+impl LmEngine {
+    /// Locks the engine and runs `f` on its thread pool.
+    fn with<T: Send>(&self, f: impl FnOnce(&mut EngineState) -> Res<T> + Send) -> Res<T> {
+        let mut guard = self.state.lock().map_err(|_| {
+            Fail::new(Status::LmErrPoisoned, "a previous call on this engine panicked; free it and open a new one")
+        })?;
+        let st = &mut *guard;
+        self.pool.install(move || f(st))
+    }
+}
+
+/// An engine's thread pool. Dropping it waits (up to a few seconds) until its threads have exited: rayon only
+/// signals them, and a thread still alive when the program exits holds its thread-locals, which leak
+/// checkers then report against the program.
+struct Workers {
+    pool: Option<rayon::ThreadPool>,
+    live: Arc<(Mutex<usize>, std::sync::Condvar)>,
+}
+
+impl Workers {
+    fn new(threads: usize) -> Res<Self> {
+        let live = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
+        let (up, down) = (live.clone(), live.clone());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("latentmas-{i}"))
+            .start_handler(move |_| *up.0.lock().unwrap_or_else(|e| e.into_inner()) += 1)
+            .exit_handler(move |_| {
+                *down.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                down.1.notify_all();
+            })
+            .build()
+            .map_err(|e| Fail::new(Status::LmErrRun, format!("params.n_threads: cannot start the workers: {e}")))?;
+        Ok(Workers { pool: Some(pool), live })
+    }
+
+    fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.pool.as_ref().expect("the pool lives as long as its engine").install(f)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        drop(self.pool.take());
+        let (count, cv) = &*self.live;
+        let guard = count.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cv.wait_timeout_while(guard, std::time::Duration::from_secs(5), |n| *n > 0);
+    }
 }
 
 /// `lm_result`: immutable once made; its strings live as long as the handle.
@@ -92,11 +151,11 @@ type Res<T> = std::result::Result<T, Fail>;
 /// The status of a library error raised while opening an engine (`open`) or running (`!open`).
 fn from_error(e: Error, open: bool) -> Fail {
     let status = match &e {
-        Error::InvalidArgument(_) => Status::InvalidArgument,
-        Error::KvCapacity(_) => Status::KvCapacity,
-        Error::Device(_) => Status::Device,
-        _ if open => Status::Model,
-        _ => Status::Run,
+        Error::InvalidArgument(_) => Status::LmErrInvalidArgument,
+        Error::KvCapacity(_) => Status::LmErrKvCapacity,
+        Error::Device(_) => Status::LmErrDevice,
+        _ if open => Status::LmErrModel,
+        _ => Status::LmErrRun,
     };
     Fail::new(status, e.to_string())
 }
@@ -133,7 +192,7 @@ fn entry<T>(function: &str, on_error: T, body: impl FnOnce() -> Res<T>) -> T {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".into());
-            Fail::new(Status::Panic, format!("internal error (a bug; please report it): {what}"))
+            Fail::new(Status::LmErrPanic, format!("internal error (a bug; please report it): {what}"))
         }
     };
     set_last_error(Some((fail.status.code(), c_string(&format!("{function}: {}", fail.message)))));
@@ -162,10 +221,10 @@ fn last_code() -> c_int {
 
 fn check_ptr<T>(p: *const T, what: &str) -> Res<()> {
     if p.is_null() {
-        return Err(Fail::new(Status::NullPointer, format!("{what} is NULL")));
+        return Err(Fail::new(Status::LmErrNullPointer, format!("{what} is NULL")));
     }
     if !p.is_aligned() {
-        return Err(Fail::new(Status::InvalidArgument, format!("{what} ({p:p}) is not aligned for its type")));
+        return Err(Fail::new(Status::LmErrInvalidArgument, format!("{what} ({p:p}) is not aligned for its type")));
     }
     Ok(())
 }
@@ -197,12 +256,15 @@ unsafe fn out_slot<T>(p: *mut *mut T, what: &str) -> Res<*mut *mut T> {
 /// `p` must be NULL or point to a NUL-terminated string that outlives the returned borrow.
 unsafe fn read_str<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
     if p.is_null() {
-        return Err(Fail::new(Status::NullPointer, format!("{what} is NULL")));
+        return Err(Fail::new(Status::LmErrNullPointer, format!("{what} is NULL")));
     }
     // SAFETY: non-NULL; the caller promises a NUL-terminated string alive for 'a.
     let s = unsafe { CStr::from_ptr(p) };
     s.to_str().map_err(|e| {
-        Fail::new(Status::InvalidUtf8, format!("{what} is not valid UTF-8 (first bad byte at {})", e.valid_up_to()))
+        Fail::new(
+            Status::LmErrInvalidUtf8,
+            format!("{what} is not valid UTF-8 (first bad byte at {})", e.valid_up_to()),
+        )
     })
 }
 
@@ -213,7 +275,7 @@ unsafe fn read_str<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
 unsafe fn read_word<T: std::str::FromStr<Err = Error>>(p: *const c_char, what: &str) -> Res<T> {
     // SAFETY: forwarded contract of read_str.
     let s = unsafe { read_str(p, what)? };
-    s.parse::<T>().map_err(|e| Fail::new(Status::InvalidArgument, format!("{what}: {e}")))
+    s.parse::<T>().map_err(|e| Fail::new(Status::LmErrInvalidArgument, format!("{what}: {e}")))
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -225,6 +287,7 @@ unsafe fn read_word<T: std::str::FromStr<Err = Error>>(p: *const c_char, what: &
 enum Kind {
     Engine,
     Result,
+    Row,
 }
 
 impl Kind {
@@ -232,6 +295,7 @@ impl Kind {
         match self {
             Kind::Engine => "lm_engine",
             Kind::Result => "lm_result",
+            Kind::Row => "lm_row",
         }
     }
 
@@ -239,6 +303,7 @@ impl Kind {
         match self {
             Kind::Engine => "lm_engine_open",
             Kind::Result => "lm_run",
+            Kind::Row => "lm_row_create",
         }
     }
 }
@@ -287,7 +352,7 @@ fn register<T: Handled>(value: T) -> Res<*mut T> {
     let id = NEXT_HANDLE.fetch_add(HANDLE_STEP, Ordering::Relaxed);
     if id < HANDLE_BASE {
         // 2^60 handles on 64-bit targets; on 32-bit ones ~2^28 handles before values would repeat.
-        return Err(Fail::new(Status::Run, "handle values are exhausted in this process"));
+        return Err(Fail::new(Status::LmErrRun, "handle values are exhausted in this process"));
     }
     let bits = Arc::into_raw(Arc::new(value)) as usize ^ HIDE;
     registry().insert(id, Entry { kind: T::KIND, bits });
@@ -297,16 +362,16 @@ fn register<T: Handled>(value: T) -> Res<*mut T> {
 /// Checks that `p` is a live handle of kind `T` in `map`.
 fn find<T: Handled>(map: &HashMap<usize, Entry>, p: *const T, what: &str) -> Res<usize> {
     if p.is_null() {
-        return Err(Fail::new(Status::NullPointer, format!("{what} is NULL")));
+        return Err(Fail::new(Status::LmErrNullPointer, format!("{what} is NULL")));
     }
     match map.get(&(p as usize)) {
         Some(e) if e.kind == T::KIND => Ok(e.bits),
         Some(e) => Err(Fail::new(
-            Status::InvalidHandle,
+            Status::LmErrInvalidHandle,
             format!("{what} ({p:p}) is an {}, not an {}", e.kind.c_name(), T::KIND.c_name()),
         )),
         None => Err(Fail::new(
-            Status::InvalidHandle,
+            Status::LmErrInvalidHandle,
             format!(
                 "{what} ({p:p}) is not a live {} (freed already, or never returned by {})",
                 T::KIND.c_name(),
@@ -357,10 +422,17 @@ fn release<T: Handled>(p: *mut T, what: &str) -> Res<()> {
 // Entry points
 // ---------------------------------------------------------------------------------------------------------
 
-/// `lm_engine_default_params`: model NULL (must be set), device `auto`, kv_budget_bytes 0 (auto), realign 0.
+/// `lm_engine_default_params`: model NULL (must be set), device `auto`, kv_budget_bytes 0 (auto), n_threads 0
+/// (one per core), realign false.
 #[no_mangle]
 pub extern "C" fn lm_engine_default_params() -> LmEngineParams {
-    let make = || LmEngineParams { model: std::ptr::null(), device: c"auto".as_ptr(), kv_budget_bytes: 0, realign: 0 };
+    let make = || LmEngineParams {
+        model: std::ptr::null(),
+        device: c"auto".as_ptr(),
+        kv_budget_bytes: 0,
+        n_threads: 0,
+        realign: false,
+    };
     infallible(make, make)
 }
 
@@ -379,12 +451,20 @@ fn run_defaults() -> LmRunParams {
         task_family: c"math".as_ptr(),
         latent_steps: 10,
         max_new_tokens: 2048,
-        greedy: s.greedy as c_int,
+        greedy: s.greedy,
         temperature: s.temperature,
         top_k: s.top_k as c_int,
         top_p: s.top_p,
         seed: s.seed,
+        progress: None,
+        progress_user_data: std::ptr::null_mut(),
     }
+}
+
+/// `lm_abi_version`: [`LM_ABI_VERSION`]; compare it with the header's `LM_ABI_VERSION`.
+#[no_mangle]
+pub extern "C" fn lm_abi_version() -> u32 {
+    LM_ABI_VERSION
 }
 
 /// `lm_engine_open`: loads the model, allocates the KV buffer once, computes (or loads) the alignment.
@@ -413,29 +493,46 @@ pub unsafe extern "C" fn lm_engine_open(params: *const LmEngineParams, out: *mut
             },
             "cuda" => {
                 engine::backend::cuda::probe()
-                    .map_err(|e| Fail::new(Status::Device, format!("params.device \"cuda\": {e}")))?;
+                    .map_err(|e| Fail::new(Status::LmErrDevice, format!("params.device \"cuda\": {e}")))?;
                 DeviceKind::Cuda
             }
             other => {
                 return Err(Fail::new(
-                    Status::InvalidArgument,
+                    Status::LmErrInvalidArgument,
                     format!("params.device {other:?}: expected one of: cpu, cuda, auto, emu"),
                 ))
             }
         };
+        if p.n_threads < 0 {
+            return Err(Fail::new(
+                Status::LmErrInvalidArgument,
+                format!("params.n_threads = {} must be >= 0 (0 = one per core)", p.n_threads),
+            ));
+        }
+        let pool = Workers::new(p.n_threads as usize)?;
+        let realign = p.realign;
         let budget = match p.kv_budget_bytes {
             0 => KvBudget::Tokens(AUTO_KV_TOKENS),
             b => KvBudget::Bytes(b),
         };
         let dir = resolve_model(model).map_err(|e| from_error(e, true))?;
-        let engine = open_engine(&dir, budget, kind).map_err(|e| from_error(e, true))?;
-        let align = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), p.realign != 0)
-            .map_err(|e| from_error(e, true))?
-            .0;
+        let (engine, align) = pool.install(|| -> Res<_> {
+            let engine = open_engine(&dir, budget, kind).map_err(|e| from_error(e, true))?;
+            let align = Alignment::load_or_compute(&engine.model, &dir, engine.vocab_limit(), realign)
+                .map_err(|e| from_error(e, true))?
+                .0;
+            Ok((engine, align))
+        })?;
         let handle = register(LmEngine {
             kv_slots: engine.kv.slots() as u64,
             kv_bytes: engine.kv.bytes(),
-            state: Mutex::new(EngineState { engine, align, prompts: PromptSet::builtin() }),
+            pool,
+            state: Mutex::new(EngineState {
+                rows: rows::RowTable::new(engine.kv.slots()),
+                engine,
+                align,
+                prompts: PromptSet::builtin(),
+            }),
         })?;
         // SAFETY: `out` was checked and cleared by out_slot above.
         unsafe { out.write(handle) };
@@ -457,7 +554,7 @@ fn open_engine(dir: &Path, budget: KvBudget, kind: DeviceKind) -> engine::Result
 /// # Safety
 /// The string fields of `p` must be NULL or NUL-terminated.
 unsafe fn run_config(p: &LmRunParams) -> Res<RunConfig> {
-    let bad = |m: String| Err(Fail::new(Status::InvalidArgument, m));
+    let bad = |m: String| Err(Fail::new(Status::LmErrInvalidArgument, m));
     // SAFETY: forwarded contract (string fields are NULL or NUL-terminated).
     let (method, topology, family) = unsafe {
         (
@@ -475,7 +572,7 @@ unsafe fn run_config(p: &LmRunParams) -> Res<RunConfig> {
     if p.top_k < 0 {
         return bad(format!("params.top_k = {} must be >= 0 (0 = no top-k cut)", p.top_k));
     }
-    let greedy = p.greedy != 0;
+    let greedy = p.greedy;
     let usable_temperature = p.temperature > 0.0 && p.temperature.is_finite();
     if !greedy && !usable_temperature {
         return bad(format!("params.temperature = {} must be > 0 and finite (or set params.greedy)", p.temperature));
@@ -530,31 +627,9 @@ pub unsafe extern "C" fn lm_run(
         let p = unsafe { read_struct(params, "params")? };
         // SAFETY: forwarded contract (its string fields are NULL or NUL-terminated).
         let cfg = unsafe { run_config(&p)? };
-        let mut guard = handle.state.lock().map_err(|_| {
-            Fail::new(Status::Poisoned, "a previous run on this engine panicked; free it and open a new one")
-        })?;
-        let st = &mut *guard;
-        let questions = [question];
-        let need =
-            batch_slots(&st.engine.tokenizer, &st.prompts, &cfg, &questions).map_err(|e| from_error(e, false))?;
-        if need > st.engine.kv.slots() {
-            return Err(Fail::new(
-                Status::KvCapacity,
-                format!(
-                    "this run needs {need} KV tokens but the engine's buffer holds {} ({} bytes per token); open the \
-                     engine with kv_budget_bytes >= {} (or lower params.max_new_tokens)",
-                    st.engine.kv.slots(),
-                    st.engine.kv.bytes_for(1),
-                    st.engine.kv.bytes_for(need)
-                ),
-            ));
-        }
-        let align = (cfg.method == Method::Latent).then_some(&st.align);
-        let mut output =
-            run_batch(&mut st.engine, &st.prompts, align, &cfg, &questions).map_err(|e| from_error(e, false))?;
-        drop(guard);
-        let report = output.reports.pop().ok_or_else(|| Fail::new(Status::Run, "the run returned no report"))?;
-        let json = serde_json::to_string(&report).map_err(|e| Fail::new(Status::Run, e.to_string()))?;
+        let progress = Progress { f: p.progress, user: p.progress_user_data };
+        let report = handle.with(move |st| run_one(st, &cfg, question, progress))?;
+        let json = serde_json::to_string(&report).map_err(|e| Fail::new(Status::LmErrRun, e.to_string()))?;
         let result = LmResult {
             text: c_string(&report.text),
             answer: report.answer.as_deref().map(c_string),
@@ -565,6 +640,76 @@ pub unsafe extern "C" fn lm_run(
         unsafe { out.write(handle) };
         Ok(())
     })
+}
+
+/// The caller's progress callback and its pointer, carried to the engine's worker thread (the C caller
+/// promises the pointer may be used from there while it waits in `lm_run`).
+#[derive(Clone, Copy)]
+struct Progress {
+    f: LmProgressCallback,
+    user: *mut std::ffi::c_void,
+}
+
+// SAFETY: see the type's doc: the callback and its data are used only while lm_run waits for them.
+unsafe impl Send for Progress {}
+
+/// One question on a locked engine: the whole KV buffer, so no row may be live.
+fn run_one(
+    st: &mut EngineState,
+    cfg: &RunConfig,
+    question: String,
+    progress: Progress,
+) -> Res<engine::mas::report::QuestionReport> {
+    if !st.rows.is_empty() {
+        return Err(Fail::new(
+            Status::LmErrKvCapacity,
+            format!(
+                "lm_run uses the whole KV buffer, but {} row(s) made by lm_row_create are still live on this engine; \
+                 lm_row_free them first",
+                st.rows.len()
+            ),
+        ));
+    }
+    let cfg = cfg.clone();
+    {
+        let questions = [question];
+        let need =
+            batch_slots(&st.engine.tokenizer, &st.prompts, &cfg, &questions).map_err(|e| from_error(e, false))?;
+        if need > st.engine.kv.slots() {
+            return Err(Fail::new(
+                Status::LmErrKvCapacity,
+                format!(
+                    "this run needs {need} KV tokens but the engine's buffer holds {} ({} bytes per token); open the \
+                     engine with kv_budget_bytes >= {} (or lower params.max_new_tokens)",
+                    st.engine.kv.slots(),
+                    st.engine.kv.bytes_for(1),
+                    st.engine.kv.bytes_for(need)
+                ),
+            ));
+        }
+        let align = (cfg.method == Method::Latent).then_some(&st.align);
+        if let Some(f) = progress.f {
+            // Agents are counted by their prefills: each agent prefills its prompt once.
+            let mut agent = -1i32;
+            st.engine.on_phase = Some(Box::new(move |phase, work| {
+                let p = progress;
+                let phase = match phase {
+                    EnginePhase::Prefill => {
+                        agent += 1;
+                        Phase::LmPhasePrefill
+                    }
+                    EnginePhase::Latent => Phase::LmPhaseLatent,
+                    EnginePhase::Decode => Phase::LmPhaseDecode,
+                };
+                // SAFETY: the caller's callback, called with its own data while lm_run waits.
+                unsafe { f(agent.max(0), phase, work.min(i32::MAX as usize) as i32, p.user) };
+            }));
+        }
+        let output = run_batch(&mut st.engine, &st.prompts, align, &cfg, &questions);
+        st.engine.on_phase = None;
+        let mut output = output.map_err(|e| from_error(e, false))?;
+        output.reports.pop().ok_or_else(|| Fail::new(Status::LmErrRun, "the run returned no report"))
+    }
 }
 
 /// Looks up a result and returns a pointer into one of its strings (NULL on failure, with the last error set).
@@ -644,7 +789,7 @@ pub extern "C" fn lm_last_error() -> *const c_char {
 /// `lm_last_error_code`: this thread's last failure code; 0 after a successful call.
 #[no_mangle]
 pub extern "C" fn lm_last_error_code() -> c_int {
-    infallible(|| Status::Panic.code(), last_code)
+    infallible(|| Status::LmErrPanic.code(), last_code)
 }
 
 /// `lm_status_name`: the header's name of a code (`"LM_ERR_KV_CAPACITY"`); `"LM_ERR_UNKNOWN"` for other values.
@@ -652,7 +797,7 @@ pub extern "C" fn lm_last_error_code() -> c_int {
 pub extern "C" fn lm_status_name(code: c_int) -> *const c_char {
     infallible(
         || c"LM_ERR_UNKNOWN".as_ptr(),
-        || Status::ALL.iter().find(|s| s.code() == code).map_or(c"LM_ERR_UNKNOWN", |s| s.name()).as_ptr(),
+        || Status::all().iter().find(|s| s.code() == code).map_or(c"LM_ERR_UNKNOWN", |s| s.name()).as_ptr(),
     )
 }
 
@@ -678,8 +823,8 @@ mod tests {
     #[test]
     fn a_panic_becomes_a_status_and_a_message() {
         let code = entry_status("lm_test", || panic!("boom {}", 42));
-        assert_eq!(code, Status::Panic.code());
-        assert_eq!(lm_last_error_code(), Status::Panic.code());
+        assert_eq!(code, Status::LmErrPanic.code());
+        assert_eq!(lm_last_error_code(), Status::LmErrPanic.code());
         let m = last_error();
         assert!(m.starts_with("lm_test: internal error") && m.contains("boom 42"), "{m}");
         // The next successful call clears it.
@@ -690,7 +835,7 @@ mod tests {
 
     #[test]
     fn status_names_are_distinct_and_unknown_codes_are_named() {
-        for s in Status::ALL {
+        for s in Status::all() {
             // SAFETY: lm_status_name returns a static NUL-terminated string.
             let name = unsafe { CStr::from_ptr(lm_status_name(s.code())) };
             assert_eq!(name, s.name());
@@ -715,7 +860,7 @@ mod tests {
         for realign in [0, 1] {
             let mut params = lm_engine_default_params();
             params.model = model.as_ptr();
-            params.realign = realign;
+            params.realign = realign == 1;
             let mut engine: *mut LmEngine = std::ptr::null_mut();
             // SAFETY: valid params and out pointer.
             assert_eq!(unsafe { lm_engine_open(&params, &mut engine) }, 0, "{}", last_error());
@@ -744,16 +889,16 @@ mod tests {
         })
         .join();
         let mut rp = lm_run_default_params();
-        rp.greedy = 1;
+        rp.greedy = true;
         rp.max_new_tokens = 2;
         let mut out: *mut LmResult = std::ptr::null_mut();
         // SAFETY: valid pointers.
         let code = unsafe { lm_run(engine, c"1+1?".as_ptr(), &rp, &mut out) };
-        assert_eq!(code, Status::Poisoned.code(), "{}", last_error());
+        assert_eq!(code, Status::LmErrPoisoned.code(), "{}", last_error());
         assert!(out.is_null());
         lm_engine_free(engine);
         assert_eq!(lm_last_error_code(), 0, "{}", last_error());
         lm_engine_free(engine);
-        assert_eq!(lm_last_error_code(), Status::InvalidHandle.code());
+        assert_eq!(lm_last_error_code(), Status::LmErrInvalidHandle.code());
     }
 }

@@ -1,5 +1,5 @@
-//! The C ABI from C: the header agrees with crates/capi/src/lib.rs (prototypes, struct fields and layout, status codes,
-//! exported symbols), `ffi/examples/run.c` builds with the system C compiler against the static and the shared
+//! The C ABI from C: the header's struct layouts are the Rust ones, the shared library exports exactly the
+//! header's functions (tests/header.rs checks that the header is the one cbindgen generates), `ffi/examples/run.c` builds with the system C compiler against the static and the shared
 //! library and gives the CLI's report, every entry point rejects bad arguments with the documented codes
 //! (`ffi/tests/abi_check.c`), one engine serves several threads, and the example is clean under valgrind.
 //!
@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 #[path = "../src/abi.rs"]
 mod abi;
 
-use abi::{LmEngineParams, LmRunParams, Status, NATIVE_STATIC_LIBS};
+use abi::{LmEngineParams, LmRunParams, LmSamplingParams, NATIVE_STATIC_LIBS};
 
 const TINY: &str = "tests/data/tiny-tied";
 const QUESTION: &str = "What is 12 plus 30?";
@@ -113,194 +113,19 @@ const EXAMPLE_ARGS: [&str; 9] =
 // Header ↔ Rust
 // ------------------------------------------------------------------------------------------------------------
 
-/// Splits a C declaration into tokens, `*` standing alone: `const char *name` → `const char * name`.
-fn c_tokens(decl: &str) -> Vec<String> {
-    decl.replace('*', " * ").split_whitespace().map(String::from).collect()
-}
-
-/// The C spelling (tokens) of a Rust FFI type.
-fn c_type_of_rust(rust: &str) -> Vec<String> {
-    let mut t = rust.trim();
-    let mut pointers = Vec::new(); // outermost first; true = *const
-    loop {
-        if let Some(r) = t.strip_prefix("*const ") {
-            pointers.push(true);
-            t = r.trim_start();
-        } else if let Some(r) = t.strip_prefix("*mut ") {
-            pointers.push(false);
-            t = r.trim_start();
-        } else {
-            break;
-        }
-    }
-    let base = match t {
-        "" | "()" => "void",
-        "c_char" => "char",
-        "c_int" => "int",
-        "u64" => "uint64_t",
-        "f32" => "float",
-        "LmEngine" => "lm_engine",
-        "LmResult" => "lm_result",
-        "LmEngineParams" => "lm_engine_params",
-        "LmRunParams" => "lm_run_params",
-        other => panic!("the test has no C spelling for the Rust type {other:?}; add it"),
-    };
-    let mut c = vec![base.to_string()];
-    for (level, is_const) in pointers.iter().rev().enumerate() {
-        if *is_const {
-            if level == 0 {
-                c.insert(0, "const".into());
-            } else {
-                c.push("const".into());
-            }
-        }
-        c.push("*".into());
-    }
-    c
-}
-
-type Prototypes = BTreeMap<String, (Vec<String>, Vec<Vec<String>>)>;
-
-/// `extern "C" fn` items of crates/capi/src/lib.rs: name → (return type, parameter types), in C spelling.
-fn rust_prototypes(src: &str) -> Prototypes {
-    let mut out = Prototypes::new();
-    let mut rest = src;
-    while let Some(i) = rest.find("extern \"C\" fn ") {
-        let before = &rest[..i];
-        let after = &rest[i + "extern \"C\" fn ".len()..];
-        let open = after.find('(').unwrap();
-        let name = after[..open].trim().to_string();
-        let attrs = &before[before.rfind("\n\n").unwrap_or(0)..];
-        assert!(attrs.contains("#[no_mangle]"), "{name} is extern \"C\" but not #[no_mangle]");
-        let close = open + after[open..].find(')').unwrap();
-        let params = after[open + 1..close]
-            .split(',')
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| c_type_of_rust(p.split_once(':').unwrap().1))
-            .collect();
-        let tail = &after[close + 1..];
-        let ret = tail[..tail.find('{').unwrap()].trim().trim_start_matches("->").trim();
-        out.insert(name, (c_type_of_rust(ret), params));
-        rest = &after[close..];
-    }
-    out
-}
-
-/// The header without comments and preprocessor lines.
-fn header_code() -> String {
+/// The functions the header declares (every prototype starts with `LM_API`).
+fn header_functions() -> Vec<String> {
     let text = std::fs::read_to_string(root().join("ffi/latentmas.h")).unwrap();
-    let mut code = String::new();
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find("/*") {
-        code.push_str(&rest[..i]);
-        rest = &rest[i + rest[i..].find("*/").expect("unterminated comment") + 2..];
-    }
-    code.push_str(rest);
-    code.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n")
-}
-
-/// Function prototypes of the header: name → (return type, parameter types).
-fn header_prototypes(code: &str) -> Prototypes {
-    let mut out = Prototypes::new();
-    for stmt in code.split([';', '{', '}']) {
-        let s = stmt.trim();
-        if s.starts_with("typedef") || !s.ends_with(')') {
-            continue;
-        }
-        let open = s.find('(').unwrap();
-        let mut ret = c_tokens(&s[..open]);
-        let name = ret.pop().unwrap();
-        let params = s[open + 1..s.len() - 1].trim();
-        let params = if params == "void" {
-            Vec::new()
-        } else {
-            params
-                .split(',')
-                .map(|p| {
-                    let mut t = c_tokens(p);
-                    t.pop(); // the parameter's name
-                    t
-                })
-                .collect()
-        };
-        assert!(out.insert(name.clone(), (ret, params)).is_none(), "{name} declared twice");
-    }
-    out
-}
-
-/// The fields of `typedef struct { … } name;` in the header: (type, name) in order.
-fn header_struct(code: &str, name: &str) -> Vec<(Vec<String>, String)> {
-    let end = code.find(&format!("}} {name};")).unwrap_or_else(|| panic!("no struct {name} in the header"));
-    let start = code[..end].rfind('{').unwrap();
-    code[start + 1..end]
-        .split(';')
-        .filter(|f| !f.trim().is_empty())
-        .map(|f| {
-            let mut t = c_tokens(f);
-            let field = t.pop().unwrap();
-            (t, field)
+    let mut names: Vec<String> = text
+        .split("LM_API")
+        .skip(1)
+        .filter_map(|decl| {
+            decl.split('(').next()?.split_whitespace().last().map(|n| n.trim_start_matches('*').to_string())
         })
-        .collect()
-}
-
-/// The fields of `pub struct name { … }` in crates/capi/src/lib.rs: (C type, name) in order.
-fn rust_struct(src: &str, name: &str) -> Vec<(Vec<String>, String)> {
-    let start = src
-        .find(&format!("pub struct {name} {{"))
-        .unwrap_or_else(|| panic!("no struct {name} in crates/capi/src (lib.rs, abi.rs)"));
-    let body = &src[start..];
-    let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
-    body.lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("pub "))
-        .map(|l| {
-            let (field, ty) = l.trim_start_matches("pub ").trim_end_matches(',').split_once(':').unwrap();
-            (c_type_of_rust(ty), field.trim().to_string())
-        })
-        .collect()
-}
-
-#[test]
-fn header_prototypes_and_structs_match_the_rust_side() {
-    let read = |f: &str| std::fs::read_to_string(root().join("crates/capi/src").join(f)).unwrap();
-    let src = read("lib.rs") + &read("abi.rs");
-    let code = header_code();
-    let rust = rust_prototypes(&src);
-    let header = header_prototypes(&code);
-    assert!(rust.len() >= 14, "found only {} extern \"C\" functions in crates/capi/src/lib.rs", rust.len());
-    let names = |m: &Prototypes| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(
-        names(&header),
-        names(&rust),
-        "functions declared in the header vs defined in crates/capi/src (lib.rs, abi.rs)"
-    );
-    for (name, (ret, params)) in &rust {
-        let (hret, hparams) = &header[name];
-        assert_eq!(hret, ret, "return type of {name}: header vs Rust");
-        assert_eq!(hparams, params, "parameters of {name}: header vs Rust");
-    }
-    for (c, r) in [("lm_engine_params", "LmEngineParams"), ("lm_run_params", "LmRunParams")] {
-        assert_eq!(header_struct(&code, c), rust_struct(&src, r), "fields of {c}: header vs Rust");
-    }
-}
-
-#[test]
-fn header_status_codes_match_the_rust_side() {
-    let code = header_code();
-    let start = code.find("typedef enum lm_status {").expect("typedef enum lm_status in the header");
-    let body = &code[start..];
-    let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
-    let header: Vec<(String, i32)> = body
-        .split(',')
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let (n, v) = e.split_once('=').unwrap();
-            (n.trim().to_string(), v.trim().parse().unwrap())
-        })
+        .filter(|n| n.starts_with("lm_"))
         .collect();
-    let rust: Vec<(String, i32)> =
-        Status::ALL.iter().map(|s| (s.name().to_str().unwrap().to_string(), s.code())).collect();
-    assert_eq!(header, rust);
+    names.sort();
+    names
 }
 
 #[test]
@@ -320,6 +145,7 @@ fn header_struct_layout_matches_the_rust_side() {
         ("lm_engine_params.model", offset_of!(LmEngineParams, model)),
         ("lm_engine_params.device", offset_of!(LmEngineParams, device)),
         ("lm_engine_params.kv_budget_bytes", offset_of!(LmEngineParams, kv_budget_bytes)),
+        ("lm_engine_params.n_threads", offset_of!(LmEngineParams, n_threads)),
         ("lm_engine_params.realign", offset_of!(LmEngineParams, realign)),
         ("sizeof.lm_run_params", size_of::<LmRunParams>()),
         ("alignof.lm_run_params", align_of::<LmRunParams>()),
@@ -333,6 +159,16 @@ fn header_struct_layout_matches_the_rust_side() {
         ("lm_run_params.top_k", offset_of!(LmRunParams, top_k)),
         ("lm_run_params.top_p", offset_of!(LmRunParams, top_p)),
         ("lm_run_params.seed", offset_of!(LmRunParams, seed)),
+        ("lm_run_params.progress", offset_of!(LmRunParams, progress)),
+        ("lm_run_params.progress_user_data", offset_of!(LmRunParams, progress_user_data)),
+        ("sizeof.lm_sampling_params", size_of::<LmSamplingParams>()),
+        ("alignof.lm_sampling_params", align_of::<LmSamplingParams>()),
+        ("lm_sampling_params.greedy", offset_of!(LmSamplingParams, greedy)),
+        ("lm_sampling_params.temperature", offset_of!(LmSamplingParams, temperature)),
+        ("lm_sampling_params.top_k", offset_of!(LmSamplingParams, top_k)),
+        ("lm_sampling_params.top_p", offset_of!(LmSamplingParams, top_p)),
+        ("lm_sampling_params.seed", offset_of!(LmSamplingParams, seed)),
+        ("sizeof.bool", size_of::<bool>()),
         // Codes cross as `int`; the enum type must not be wider.
         ("sizeof.lm_status", size_of::<std::ffi::c_int>()),
     ]
@@ -383,7 +219,8 @@ fn the_shared_library_exports_exactly_the_header_functions() {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let declared: Vec<String> = header_prototypes(&header_code()).into_keys().collect();
+    let declared = header_functions();
+    assert!(declared.len() >= 25, "found only {} LM_API prototypes in the header", declared.len());
     assert_eq!(exported, declared);
 }
 
@@ -562,4 +399,87 @@ fn native_static_libs_are_what_rustc_prints() {
     let line = stderr.lines().find_map(|l| l.split("native-static-libs: ").nth(1)).expect("a native-static-libs note");
     let printed: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(printed, NATIVE_STATIC_LIBS, "update NATIVE_STATIC_LIBS in crates/capi/src/abi.rs");
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The row API
+// ------------------------------------------------------------------------------------------------------------
+
+fn rows_check() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build_c("ffi/tests/rows_check.c", "rows_check", false))
+}
+
+fn assert_clean_checks(out: &Output, what: &str) {
+    let stdout = check(out, what);
+    assert!(stdout.contains("0 failed"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "a panic reached the boundary:\n{stderr}");
+}
+
+/// Every row call: good paths, NULLs, wrong sizes, a full KV buffer, a too-long prompt, a caller stop, an abort
+/// mid-decode (LM_ERR_ABORTED, then the engine gives the same tokens again and lm_run works).
+#[test]
+fn row_api_checks_pass() {
+    assert_clean_checks(&run_in_root(rows_check(), &["rows", TINY]), "rows_check rows");
+}
+
+#[test]
+fn four_threads_share_one_engine_through_rows() {
+    assert_clean_checks(&run_in_root(rows_check(), &["threads", TINY]), "rows_check threads");
+}
+
+#[test]
+fn row_api_is_memory_clean_under_valgrind() {
+    let Some(out) = valgrind(rows_check(), &["rows", TINY]) else { return };
+    assert_clean_checks(&out, "valgrind rows_check rows");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+}
+
+/// The row checks and the 4-thread run built with AddressSanitizer (the C side instrumented, the library's
+/// allocations checked through ASan's malloc; leaks reported at exit). Skips, saying why, when the compiler
+/// cannot build with it.
+#[test]
+fn row_api_is_clean_under_address_sanitizer() {
+    let exe = out_dir().join("rows_check_asan");
+    let mut cmd = Command::new(cc());
+    cmd.args(["-std=c11", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"])
+        .arg(root().join("ffi/tests/rows_check.c"));
+    cmd.args(ffi_flags(&[])).arg("-o").arg(&exe);
+    let built = cmd.output().unwrap();
+    if !built.status.success() {
+        println!(
+            "SKIP ({} cannot build with -fsanitize=address: {})",
+            cc(),
+            String::from_utf8_lossy(&built.stderr).trim()
+        );
+        return;
+    }
+    for mode in ["rows", "threads"] {
+        let out = Command::new(&exe)
+            .args([mode, TINY])
+            .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=99")
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_clean_checks(&out, &format!("rows_check {mode} under ASan"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    }
+}
+
+/// The streaming example prints the tokens as they come and then their count; the streamed text is the one
+/// the row API's pieces make.
+#[test]
+fn stream_example_streams_a_latent_chain() {
+    let exe = build_c("ffi/examples/stream.c", "stream", false);
+    let out = run_in_root(&exe, &["--latent-steps", "2", "--max-new-tokens", "5", TINY, QUESTION]);
+    let stdout = check(&out, "ffi/examples/stream.c");
+    let (_, count) = stdout.rsplit_once("\n== ").expect("a token count line");
+    let n: u32 = count.trim_end().trim_end_matches(" tokens ==").parse().unwrap_or_else(|_| panic!("{stdout}"));
+    assert!((1..=5).contains(&n), "{stdout}");
+    let bad = run_in_root(&exe, &["/nonexistent/model"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("LM_ERR_MODEL"));
 }
