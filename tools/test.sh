@@ -16,6 +16,11 @@ LATENTMAS_PYTHON="$(tools/install_sandbox_python.sh)"
 export LATENTMAS_PYTHON
 LATENTMAS_CUDA_EMU="$(tools/cuda_emu.sh)"
 export LATENTMAS_CUDA_EMU
+# The C library, built alone (a workspace build unifies features and would put the emulator, the hub
+# client and the CLI back into it): it holds only the engine, and the C tests of crates/capi link it (cargo
+# test does not build a crate's staticlib / cdylib for its own tests).
+cargo build --release -p latentmas-capi
+tools/check_capi_contents.sh target/release/liblatentmas.a
 # --nocapture: tests that cannot run here (no ../shared, no valgrind) say SKIP in the log; the GPU tests
 # (tests/cuda_backend.rs, its own harness) are reported as ignored, with the reason, without a device.
 cargo test --release "$@" -- --nocapture
@@ -46,8 +51,5 @@ if [[ ! -d target/tsan/release ]]; then
   cp -a target/release target/tsan/
 fi
 LATENTMAS_EMU_TSAN=1 CARGO_TARGET_DIR=target/tsan cargo test --release --test kernels_emu -- --nocapture
-# The libraries a user links, built alone (a workspace build unifies features and would put the emulator,
-# the hub client and the CLI back into them), hold none of those; none of target/release links a sanitizer.
-cargo build --release -p latentmas-capi
-tools/check_capi_contents.sh target/release/liblatentmas.a
+# None of target/release links a sanitizer.
 tools/check_no_sanitizer.sh target/release/latentmas target/release/liblatentmas.so

@@ -3,8 +3,8 @@
 //! library and gives the CLI's report, every entry point rejects bad arguments with the documented codes
 //! (`ffi/tests/abi_check.c`), one engine serves several threads, and the example is clean under valgrind.
 //!
-//! The libraries are the ones cargo built for this test run (`liblatentmas.a`/`.so` next to this test binary,
-//! in target/<profile>/deps); the C programs go to target/tmp/ffi.
+//! The libraries are the ones `cargo build --release -p latentmas-capi` put in target/<profile> (see
+//! [`lib_dir`]); the C programs go to target/tmp/ffi.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,19 +33,48 @@ fn cli_exe() -> PathBuf {
     exe
 }
 
-/// The directory holding the liblatentmas.a / .so that cargo built for this test run.
+/// The directory holding liblatentmas.a / .so: target/<profile>, where `cargo build --release -p
+/// latentmas-capi` puts them. `cargo test` does not build them (a crate without an rlib is not a dependency
+/// of its own integration tests), so tools/test.sh builds them first; a library older than the sources it is
+/// built from is refused here rather than tested.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    for dir in [deps.clone(), deps.parent().unwrap().to_path_buf()] {
-        if dir.join("liblatentmas.a").exists() && dir.join("liblatentmas.so").exists() {
-            return dir;
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let build = "build them with `cargo build --release -p latentmas-capi` (tools/test.sh does)";
+        let built = ["liblatentmas.a", "liblatentmas.so"].map(|f| {
+            let lib = dir.join(f);
+            let meta = std::fs::metadata(&lib).unwrap_or_else(|_| panic!("no {}: {build}", lib.display()));
+            meta.modified().unwrap()
+        });
+        let oldest = built.into_iter().min().unwrap();
+        let sources = [root().join("src"), root().join("crates/capi/src"), root().join("kernels")];
+        if let Some((newer, _)) = sources.iter().flat_map(|d| newest_file(d)).find(|(_, t)| *t > oldest) {
+            panic!("the libraries in {} are older than {}: {build}", dir.display(), newer.display());
+        }
+        dir
+    })
+    .clone()
+}
+
+/// The most recently modified file under `dir` (recursively), with its time.
+fn newest_file(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
+    let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let found = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry.metadata().ok().and_then(|m| m.modified().ok()).map(|t| (path, t))
+        };
+        if let Some((p, t)) = found {
+            if newest.as_ref().is_none_or(|(_, n)| t > *n) {
+                newest = Some((p, t));
+            }
         }
     }
-    panic!(
-        "no liblatentmas.a and liblatentmas.so next to {} (Cargo.toml's crate-type should list staticlib and cdylib)",
-        exe.display()
-    )
+    newest
 }
 
 fn out_dir() -> PathBuf {
