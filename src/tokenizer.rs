@@ -42,6 +42,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     chat_template: String,
     specials: SpecialIds,
+    /// [`Tokenizer::len`], counted once: the library's own count clones the whole vocabulary map.
+    len: usize,
 }
 
 impl Tokenizer {
@@ -73,7 +75,8 @@ impl Tokenizer {
             im_end: id("<|im_end|>")?,
             think: id("<think>")?,
         };
-        let tok = Tokenizer { inner, chat_template, specials };
+        let len = vocab_len(&inner);
+        let tok = Tokenizer { inner, chat_template, specials, len };
         // Fail at load time, not at the first question, if the template does not compile.
         tok.render_chat(Some("s"), "u", None)?;
         Ok(tok)
@@ -81,7 +84,7 @@ impl Tokenizer {
 
     /// Number of ids the tokenizer can produce (Qwen3: 151669). Sampling never goes beyond this.
     pub fn len(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.len
     }
 
     /// Never true for a loaded tokenizer; present for API completeness.
@@ -131,6 +134,15 @@ impl Tokenizer {
 }
 
 /// Renders `[{system}, {user}]` with `template` (see [`Tokenizer::render_chat`]).
+/// Distinct tokens of the model's vocabulary and the added tokens together: what
+/// `get_vocab_size(true)` returns, without building (and cloning 151k strings into) the merged map.
+fn vocab_len(inner: &tokenizers::Tokenizer) -> usize {
+    use tokenizers::Model;
+    let model = inner.get_model();
+    let added = inner.get_added_vocabulary().get_vocab();
+    model.get_vocab_size() + added.keys().filter(|t| model.token_to_id(t).is_none()).count()
+}
+
 fn render(template: &str, system: Option<&str>, user: &str, enable_thinking: Option<bool>) -> Result<String> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
@@ -191,5 +203,22 @@ impl std::io::Write for BoundedOutput {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counted_length_matches_the_library_with_added_tokens_in_and_out_of_the_vocabulary() {
+        let json = r#"{"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2},
+            "merges": ["a b"]}, "added_tokens": [
+            {"id": 2, "content": "ab", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 3, "content": "<x>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 4, "content": "<y>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false}]}"#;
+        let tok: tokenizers::Tokenizer = json.parse().unwrap();
+        assert_eq!(vocab_len(&tok), 5);
+        assert_eq!(vocab_len(&tok), tok.get_vocab_size(true));
     }
 }

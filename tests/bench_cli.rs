@@ -75,7 +75,9 @@ fn bench_writes_the_shared_keys_and_compares() {
         "{stdout}"
     );
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    for key in ["bandwidth_gbs", "prefill_tok_s", "latent_step_ms", "decode_roofline_pct", "ttft_ms", "peak_gflops"] {
+    for key in
+        ["bandwidth_gbs", "prefill_tok_s", "latent_step_ms", "decode_roofline_pct", "ttft_ms", "load_ms", "peak_gflops"]
+    {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
     }
     for b in ["1", "4", "16"] {

@@ -175,3 +175,43 @@ fn run_refuses_a_poisoned_checkpoint() {
     assert!(err.contains("model.layers.0.mlp.gate_proj.weight") && err.contains("non-finite"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A synthesised checkpoint lays q|k|v and gate|up back to back, so every matrix is read in place from the
+/// mapping; the same tensors in the alphabetical order `safetensors` writes are stacked by copy. Both give
+/// the same rows, and a NaN inside a part read in place is still refused naming that part.
+#[test]
+fn adjacent_parts_are_stacked_in_place_and_equal_the_copied_stack() {
+    use latentmas::model::synth::{shape, write_checkpoint, SynthDtype};
+    let synth = scratch("adjacent");
+    write_checkpoint(&shape("tiny").unwrap(), SynthDtype::Bf16, 3, &synth).unwrap();
+    let a = Qwen3::load(&synth).unwrap();
+    assert_eq!(a.weights.mapped_bytes(), a.weights.bytes(), "every matrix in place");
+
+    let sorted = scratch("adjacent-sorted");
+    std::fs::copy(synth.join("config.json"), sorted.join("config.json")).unwrap();
+    let bytes = std::fs::read(synth.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    safetensors::serialize_to_file(st.tensors(), None, &sorted.join("model.safetensors")).unwrap();
+    let b = Qwen3::load(&sorted).unwrap();
+    assert!(b.weights.mapped_bytes() < b.weights.bytes(), "q|k|v not adjacent: copied");
+
+    let d = a.config.hidden_size;
+    let (mut ra, mut rb) = (vec![0f32; d], vec![0f32; d]);
+    for (la, lb) in a.weights.layers.iter().zip(&b.weights.layers) {
+        for (ma, mb) in [(&la.qkv, &lb.qkv), (&la.gate_up, &lb.gate_up)] {
+            assert_eq!(ma.rows, mb.rows);
+            for r in 0..ma.rows {
+                ma.row_f32(r, &mut ra);
+                mb.row_f32(r, &mut rb);
+                assert_eq!(ra, rb, "row {r}");
+            }
+        }
+    }
+
+    let dir = poisoned("adjacent-nan", synth.to_str().unwrap(), "model.layers.1.self_attn.v_proj.weight", 9, f32::NAN);
+    let e = err_of(&dir);
+    assert!(e.contains("v_proj") && e.contains("non-finite") && e.contains("element 9"), "{e}");
+    for p in [synth, sorted, dir] {
+        std::fs::remove_dir_all(&p).ok();
+    }
+}

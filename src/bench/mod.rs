@@ -162,6 +162,9 @@ pub struct BenchReport {
     pub prefill_roofline_pct: f64,
     /// Prefill with exact f32 activations (when the default is the fast path).
     pub prefill_exact_tok_s: Option<f64>,
+    /// Loading the model and tokenizer again, the checkpoint in the page cache (0 in older reports).
+    #[serde(default)]
+    pub load_ms: f64,
     pub ttft_ms: f64,
     pub ttft_prompt_tokens: usize,
     /// Milliseconds per decode step (each row of the batch gains one token), keyed by batch size.
@@ -294,6 +297,10 @@ pub fn run(engine: &mut Engine, opts: &BenchOptions, mut progress: impl FnMut(&s
         prefill_exact = Some(r.median);
     }
 
+    progress("model and tokenizer load");
+    let load = workloads::load(&engine.model_dir, runs)?.map(|t| t * 1e3);
+    rows.push(row("load_ms", "model + tokenizer load (warm page cache)", "ms", false, load, None));
+
     progress("time to first token");
     let (s, ttft_tokens) = workloads::ttft(engine, runs)?;
     let ttft_pct = 100.0 * costs.prefill_flops(ttft_tokens) / prefill_peak / s.median;
@@ -402,6 +409,7 @@ pub fn run(engine: &mut Engine, opts: &BenchOptions, mut progress: impl FnMut(&s
         prefill_tok_s: prefill.median,
         prefill_exact_tok_s: prefill_exact,
         prefill_roofline_pct: prefill_pct,
+        load_ms: load.median,
         ttft_ms: ttft.median,
         ttft_prompt_tokens: ttft_tokens,
         decode_roofline_pct: decode_pct.get("1").copied().unwrap_or(f64::NAN),

@@ -201,3 +201,16 @@ pub fn end_to_end(
         None => Ok((stats, counts.unwrap_or_default())),
     }
 }
+
+/// Seconds to load the model and tokenizer of `dir` once more (config, then weights ‖ tokenizer: what
+/// `latentmas run` does before it sizes the KV buffer), with the checkpoint already in the page cache.
+pub fn load(dir: &std::path::Path, runs: usize) -> Result<Stats> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        let loaded = crate::startup::load_model_and_tokenizer(dir, &mut crate::startup::Startup::default())?;
+        samples.push(t.elapsed().as_secs_f64());
+        drop(loaded);
+    }
+    Ok(Stats::of(&samples))
+}

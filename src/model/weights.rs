@@ -4,8 +4,10 @@
 //!
 //! Each file's header is parsed once. A matrix used as it lies in the file (the embedding, o_proj, down,
 //! lm_head of a bf16 or f32 checkpoint) is not copied: it borrows the mapping ([`Elems::Mapped`]), so it is
-//! resident once, in the page cache. Stacked matrices are read with `pread` straight into their (huge-page)
-//! buffer, so their bytes in the mapping are never touched. Every tensor is checked for NaN/Inf while its
+//! resident once, in the page cache. So is a stacked matrix whose parts lie back to back in the file in
+//! stack order (q, k, v; gate, up: how the synthesised checkpoints lay them out). Other stacked matrices
+//! are read with `pread` straight into their (huge-page) buffer, so their bytes in the mapping are never
+//! touched. Every tensor is checked for NaN/Inf while its
 //! bytes pass through the cache anyway; a non-finite weight is an error naming the tensor and element.
 
 use std::collections::HashMap;
@@ -283,6 +285,9 @@ impl SafetensorFiles {
             float_kind(e.dtype, name)?;
         }
         let rows: usize = parts.iter().map(|p| p.1).sum();
+        if let Some(m) = self.stacked_in_place(&entries, parts, rows, cols)? {
+            return Ok(m);
+        }
         let alloc_err = || Error::Weights(format!("cannot allocate {rows}×{cols} elements for {}", parts[0].0));
         if entries.iter().all(|e| e.dtype == Dtype::BF16) {
             let mut v: Vec<bf16> = zeroed_vec(rows * cols).ok_or_else(alloc_err)?;
@@ -311,6 +316,39 @@ impl SafetensorFiles {
             }
             Ok(WeightMatrix::f32(rows, cols, v))
         }
+    }
+
+    /// The stacked matrix borrowed from the mapping when its parts lie back to back in one file, in stack
+    /// order and one dtype the kernels read as is (as the synthesised checkpoints write q|k|v and gate|up):
+    /// no copy, and its pages are resident once, in the page cache. `None` when they do not.
+    fn stacked_in_place(
+        &self,
+        entries: &[&Entry],
+        parts: &[(&str, usize)],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<WeightMatrix>> {
+        let first = entries[0];
+        let adjacent = entries
+            .windows(2)
+            .all(|w| w[1].file == first.file && w[1].dtype == first.dtype && w[0].offset + w[0].len == w[1].offset);
+        if !adjacent {
+            return Ok(None);
+        }
+        let map = &self.files[first.file].map;
+        let m = match first.dtype {
+            Dtype::BF16 => Elems::<bf16>::mapped(map.clone(), first.offset, rows * cols)
+                .map(|v| WeightMatrix::bf16_elems(rows, cols, v)),
+            Dtype::F32 => Elems::<f32>::mapped(map.clone(), first.offset, rows * cols)
+                .map(|v| WeightMatrix::f32_elems(rows, cols, v)),
+            _ => None,
+        };
+        let Some(m) = m else { return Ok(None) };
+        let kind = float_kind(first.dtype, parts[0].0)?;
+        for (e, &(name, _)) in entries.iter().zip(parts) {
+            self.check_in_place(e, name, cols, kind)?;
+        }
+        Ok(Some(m))
     }
 
     /// Reads a tensor's bytes (already in the element type of `dst`) from its file into `dst` in parallel
