@@ -19,5 +19,5 @@ if [[ ! -x "$DIR/bin/python" ]] || ! "$DIR/bin/python" -c "import maturin, pytes
 fi
 # --no-build-isolation: build with the venv's pinned maturin (found on PATH) instead of fetching one per install.
 export PATH="$DIR/bin:$PATH"
-"$DIR/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps ./python >&2
+"$DIR/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps . >&2
 echo "$DIR/bin/python"
