@@ -284,6 +284,8 @@ static int rows(const char *model) {
         CHECK_RC(lm_row_latent(rb, LATENT, NULL, 0), LM_OK);
         CHECK_RC(lm_row_prefill(ra, a, na), LM_OK);
         CHECK_RC(lm_row_prefill(rb, a, na), LM_OK);
+        /* rb's latent step asks for no logits, so the engine's workspace holds none when ra decodes. */
+        CHECK_RC(lm_row_latent(rb, 1, NULL, 0), LM_OK);
         stream mixed = {0};
         int32_t got = 0;
         CHECK_RC(lm_row_decode(ra, &sp, MAX_NEW, on_token, NULL, &mixed, &got), LM_OK); /* from ra's logits */

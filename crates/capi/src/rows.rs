@@ -428,7 +428,8 @@ pub unsafe extern "C" fn lm_row_latent(row: *mut LmRow, n_steps: i32, out: *mut 
                          must follow the row's own prefill (prefill this row again)",
                     ));
                 }
-                st.engine.ws.hidden[..d].copy_from_slice(&hidden);
+                st.engine.ws.hidden.clear();
+                st.engine.ws.hidden.extend_from_slice(&hidden);
             }
             st.rows.last = None;
             let align = &st.align;
@@ -575,8 +576,9 @@ fn decode_row(
     if cb.should_abort.is_some_and(|f| unsafe { f(cb.user) }) {
         return Ok((0, Err(Fail::new(Status::LmErrAborted, "should_abort returned true before the first token"))));
     }
-    let v = st.engine.model.config.vocab_size;
-    st.engine.ws.logits[..v].copy_from_slice(&logits);
+    // The workspace may hold no logits at all: a latent step of another row asks for none.
+    st.engine.ws.logits.clear();
+    st.engine.ws.logits.extend_from_slice(&logits);
     st.rows.last = None;
     let flag = st.engine.abort_flag();
     flag.store(false, Ordering::Relaxed);
