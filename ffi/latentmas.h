@@ -72,7 +72,7 @@
  * The ABI's version: `lm_abi_version()`. It changes whenever a struct's layout, a prototype or a status
  * code changes, so a program can refuse a library it was not compiled against.
  */
-#define LM_ABI_VERSION 2
+#define LM_ABI_VERSION 3
 
 /**
  * `lm_phase`: what `lm_progress_callback` reports.
@@ -199,6 +199,40 @@ typedef struct {
 } lm_engine_params;
 
 /**
+ * `lm_sampling_params`: how `lm_row_decode` picks tokens.
+ */
+typedef struct {
+  /**
+   * Argmax decoding (the other fields are then ignored, but top_p must still be in (0, 1]).
+   */
+  bool greedy;
+  /**
+   * > 0 and finite unless greedy.
+   */
+  float temperature;
+  /**
+   * ≥ 0; 0 = no top-k cut.
+   */
+  int32_t top_k;
+  /**
+   * In (0, 1].
+   */
+  float top_p;
+  uint64_t seed;
+} lm_sampling_params;
+
+/**
+ * Sees each token `lm_row_decode` picks: its id and its text (UTF-8, "" for a special token or while a
+ * character is incomplete). Returning false stops the decode after this token (status LM_OK).
+ */
+typedef bool (*lm_token_callback)(int32_t token, const char *piece, void *user_data);
+
+/**
+ * Polled before each token of `lm_row_decode`; returning true stops it with LM_ERR_ABORTED.
+ */
+typedef bool (*lm_abort_callback)(void *user_data);
+
+/**
  * Reports a phase of `lm_run`: `agent` (0-based, counted by prefills) starts `phase`; `work` is its size
  * (prompt tokens, latent steps, or the new-token limit).
  */
@@ -253,41 +287,21 @@ typedef struct {
    * Passed to `progress` unchanged.
    */
   void *progress_user_data;
+  /**
+   * Sees each token of the final agent's answer with its text piece, as `lm_row_decode`'s callback does;
+   * may be NULL. lm_run returns whole runs only: returning false aborts the run (LM_ERR_ABORTED).
+   */
+  lm_token_callback on_token;
+  /**
+   * Polled at the start of each phase and after each decoded token (of every agent that decodes);
+   * returning true stops the run with LM_ERR_ABORTED. May be NULL.
+   */
+  lm_abort_callback should_abort;
+  /**
+   * Passed to `on_token` and `should_abort` unchanged.
+   */
+  void *user_data;
 } lm_run_params;
-
-/**
- * `lm_sampling_params`: how `lm_row_decode` picks tokens.
- */
-typedef struct {
-  /**
-   * Argmax decoding (the other fields are then ignored, but top_p must still be in (0, 1]).
-   */
-  bool greedy;
-  /**
-   * > 0 and finite unless greedy.
-   */
-  float temperature;
-  /**
-   * ≥ 0; 0 = no top-k cut.
-   */
-  int32_t top_k;
-  /**
-   * In (0, 1].
-   */
-  float top_p;
-  uint64_t seed;
-} lm_sampling_params;
-
-/**
- * Sees each token `lm_row_decode` picks: its id and its text (UTF-8, "" for a special token or while a
- * character is incomplete). Returning false stops the decode after this token (status LM_OK).
- */
-typedef bool (*lm_token_callback)(int32_t token, const char *piece, void *user_data);
-
-/**
- * Polled before each token of `lm_row_decode`; returning true stops it with LM_ERR_ABORTED.
- */
-typedef bool (*lm_abort_callback)(void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -298,12 +312,6 @@ extern "C" {
  * (one per core), realign false.
  */
 LM_API lm_engine_params lm_engine_default_params(void);
-
-/**
- * `lm_run_default_params`: the CLI's defaults (latent, sequential, math, 10 latent steps, 2048 new tokens,
- * sampling 0.6 / 20 / 0.95, seed 0).
- */
-LM_API lm_run_params lm_run_default_params(void);
 
 /**
  * `lm_abi_version`: [`LM_ABI_VERSION`]; compare it with the header's `LM_ABI_VERSION`.
@@ -318,16 +326,6 @@ LM_API uint32_t lm_abi_version(void);
  * be NULL or point to a writable `lm_engine *`.
  */
 LM_API int lm_engine_open(const lm_engine_params *params, lm_engine **out);
-
-/**
- * `lm_run`: runs one question; serialises with other runs on the same engine.
- *
- * # Safety
- * `engine` may be any value; `question` must be NULL or NUL-terminated; `params` must be NULL or point to an
- * `lm_run_params` whose strings are NULL or NUL-terminated; `out` must be NULL or point to a writable
- * `lm_result *`.
- */
-LM_API int lm_run(lm_engine *engine, const char *question, const lm_run_params *params, lm_result **out);
 
 /**
  * `lm_result_text`: the final agent's text; owned by `r`.
@@ -500,6 +498,24 @@ int lm_row_decode(lm_row *row,
                   lm_abort_callback should_abort,
                   void *user_data,
                   int32_t *n_generated);
+
+/**
+ * `lm_run_default_params`: the CLI's defaults (latent, sequential, math, 10 latent steps, 2048 new tokens,
+ * sampling 0.6 / 20 / 0.95, seed 0).
+ */
+LM_API lm_run_params lm_run_default_params(void);
+
+/**
+ * `lm_run`: runs one question in the largest free range of the engine's KV buffer (rows of the row API stay
+ * as they are); serialises with every other call on the same engine. `params.on_token` streams the final
+ * agent's answer; `params.should_abort` (or `on_token` returning false) stops the run with LM_ERR_ABORTED.
+ *
+ * # Safety
+ * `engine` may be any value; `question` must be NULL or NUL-terminated; `params` must be NULL or point to an
+ * `lm_run_params` whose strings are NULL or NUL-terminated; `out` must be NULL or point to a writable
+ * `lm_result *`.
+ */
+LM_API int lm_run(lm_engine *engine, const char *question, const lm_run_params *params, lm_result **out);
 
 #ifdef __cplusplus
 }  // extern "C"

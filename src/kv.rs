@@ -124,8 +124,11 @@ pub struct KvBuffer {
     /// Floats per slot per layer for K (and again for V): kv_heads · head_dim.
     kv_width: usize,
     slots: usize,
-    /// First slot not owned by any row (rows are carved from the front).
+    /// First slot not owned by any row (rows are carved from the front of the window).
     next_free: usize,
+    /// The slots [`KvBuffer::reserve`] carves rows from: all of them, unless a run is lent a range
+    /// ([`KvBuffer::lend`]) while rows kept elsewhere in the buffer stay untouched.
+    window: std::ops::Range<usize>,
     /// Bytes per stored element: 4 (f32, this buffer's own storage) or the device buffer's (2 for bf16).
     elem_bytes: usize,
     /// The K/V values (cpu backend); empty for a bookkeeping-only buffer ([`KvBuffer::bookkeeping`]).
@@ -181,6 +184,7 @@ impl KvBuffer {
             kv_width: cfg.kv_width(),
             slots,
             next_free: 0,
+            window: 0..slots,
             elem_bytes: 4,
             data,
         })
@@ -197,6 +201,7 @@ impl KvBuffer {
             kv_width: cfg.kv_width(),
             slots,
             next_free: 0,
+            window: 0..slots,
             elem_bytes,
             data: Vec::new(),
         })
@@ -207,9 +212,35 @@ impl KvBuffer {
         self.slots
     }
 
-    /// Slots not yet given to a row.
+    /// Slots of the window not yet given to a row.
     pub fn free_slots(&self) -> usize {
-        self.slots - self.next_free
+        self.window.end - self.next_free
+    }
+
+    /// Slots rows can be carved from: the whole buffer, or the range lent by [`KvBuffer::lend`].
+    pub fn reservable(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Confines [`KvBuffer::reserve`] and [`KvBuffer::reset`] to `slots`, freeing the rows carved there
+    /// before: a program that keeps rows of its own in the buffer lends a free range to a run
+    /// (`mas::run::run_batch` resets the buffer), then calls [`KvBuffer::unlend`].
+    pub fn lend(&mut self, slots: std::ops::Range<usize>) -> Result<()> {
+        if slots.start > slots.end || slots.end > self.slots {
+            return Err(Error::InvalidArgument(format!(
+                "KV slots {slots:?} are not a range of the buffer's {} slots",
+                self.slots
+            )));
+        }
+        self.next_free = slots.start;
+        self.window = slots;
+        Ok(())
+    }
+
+    /// Makes the whole buffer reservable again (every row carved in a lent range is freed).
+    pub fn unlend(&mut self) {
+        self.window = 0..self.slots;
+        self.next_free = 0;
     }
 
     /// Bytes of the whole allocation.
@@ -228,7 +259,7 @@ impl KvBuffer {
             return Err(Error::KvCapacity(format!(
                 "need {capacity} slots for a question but only {} of {} are free; raise --kv-budget (one slot = {} bytes)",
                 self.free_slots(),
-                self.slots,
+                self.reservable(),
                 self.bytes_for(1)
             )));
         }
@@ -239,7 +270,7 @@ impl KvBuffer {
 
     /// Frees every row (their slots are reused by the next `reserve`).
     pub fn reset(&mut self) {
-        self.next_free = 0;
+        self.next_free = self.window.start;
     }
 
     fn layer_range(&self, layer: usize, v: bool) -> std::ops::Range<usize> {
@@ -313,6 +344,24 @@ mod tests {
         assert_eq!("1000".parse::<KvBudget>().unwrap(), KvBudget::Bytes(1000));
         assert!("lots".parse::<KvBudget>().is_err());
         assert!("1.5tok".parse::<KvBudget>().is_err());
+    }
+
+    #[test]
+    fn a_lent_range_confines_reserve_and_reset_and_unlend_restores_the_whole_buffer() {
+        let mut kv = KvBuffer::new(&cfg(), KvBudget::Tokens(10)).unwrap();
+        kv.lend(4..9).unwrap();
+        assert_eq!((kv.reservable(), kv.free_slots()), (5, 5));
+        assert_eq!(kv.reserve(3).unwrap().slot_base, 4);
+        let err = kv.reserve(3).unwrap_err().to_string();
+        assert!(err.contains("only 2 of 5"), "{err}");
+        kv.reset();
+        assert_eq!(kv.reserve(5).unwrap().slot_base, 4, "reset frees the window, not the buffer's front");
+        assert!(kv.lend(8..11).is_err(), "past the buffer's end");
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 6..5;
+        assert!(kv.lend(backwards).is_err());
+        kv.unlend();
+        assert_eq!((kv.reservable(), kv.reserve(10).unwrap().slot_base), (10, 0));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! - [`model`]: Qwen3 config, weights (safetensors, memory-mapped), the forward pass.
 //! - [`backend`]: the ops the forward is made of; `cpu` is the reference.
 //! - [`kv`]: the ONE preallocated KV buffer that every agent of every question appends to.
-//! - [`tokenizer`]: tokenizer + the model's own chat template.
+//! - [`tokenizer`]: tokenizer + the model's own chat template; [`text_stream`]: generated tokens as text pieces.
 //! - [`sample`]: greedy and temperature → top-k → top-p sampling.
 //! - [`latent`]: the alignment matrix W_a and the latent step's input vector.
 //! - [`mas`]: prompts, agents, topologies, baselines, reports; [`answer`]: the answer a report carries.
@@ -40,6 +40,7 @@ pub mod sample;
 pub mod startup;
 #[cfg(feature = "cli")]
 pub mod table;
+pub mod text_stream;
 pub mod tokenizer;
 pub mod tokenizer_json;
 

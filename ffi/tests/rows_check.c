@@ -4,7 +4,8 @@
  *
  *     rows_check rows MODEL      every row call: good paths, NULLs, bad sizes, a full KV buffer, a too-long
  *                                prompt, a caller stop, an abort mid-decode (then the engine still works);
- *                                lm_run's progress callback
+ *                                lm_run's progress callback, its streaming and aborts, and lm_run beside a
+ *                                live row
  *     rows_check threads MODEL   4 threads share one engine, each driving its own row; every thread gets the
  *                                single-thread greedy tokens
  *
@@ -63,6 +64,16 @@ static void on_progress(int32_t agent, lm_phase phase, int32_t work, void *user)
         p->decodes++;
         p->decode_work = work;
     }
+}
+
+/* a and b equal once leading and trailing whitespace is cut off both. */
+static bool trimmed_equal(const char *a, const char *b) {
+    while (*a == ' ' || *a == '\n' || *a == '\t' || *a == '\r') a++;
+    while (*b == ' ' || *b == '\n' || *b == '\t' || *b == '\r') b++;
+    size_t na = strlen(a), nb = strlen(b);
+    while (na && strchr(" \n\t\r", a[na - 1])) na--;
+    while (nb && strchr(" \n\t\r", b[nb - 1])) nb--;
+    return na == nb && memcmp(a, b, na) == 0;
 }
 
 static lm_sampling_params greedy(void) {
@@ -154,13 +165,13 @@ static int rows(const char *model) {
     CHECK_RC(lm_row_create(e, (uint32_t)kv_tokens, &row), LM_OK);
     lm_row *second = NULL;
     CHECK_RC(lm_row_create(e, 1, &second), LM_ERR_KV_CAPACITY);
-    /* lm_run needs the whole buffer. */
+    /* A row holding the whole buffer leaves lm_run no room. */
     lm_run_params rp = lm_run_default_params();
     rp.greedy = true;
     rp.max_new_tokens = 2;
     lm_result *res = NULL;
     CHECK_RC(lm_run(e, "1+1?", &rp, &res), LM_ERR_KV_CAPACITY);
-    CHECK_MESSAGE("lm_row_free");
+    CHECK_MESSAGE("live row(s) made by lm_row_create");
     lm_row_free(row);
     CHECK(lm_last_error_code() == LM_OK);
     CHECK_CODE(lm_row_free(row), LM_ERR_INVALID_HANDLE);
@@ -318,6 +329,60 @@ static int rows(const char *model) {
     CHECK_RC(lm_run(e, "1+1?", &rp, &res), LM_OK);
     lm_result_free(res);
     CHECK(log.prefills == 4);
+
+    /* lm_run runs in the largest free range: a live row keeps its cache and decodes what it would have. */
+    {
+        static int32_t q[MAX_TOKENS], a[MAX_TOKENS];
+        size_t nq = 0, na = 0;
+        CHECK_RC(lm_chat_tokenize(e, "You are a careful solver.", "What is 12 plus 30?", q, MAX_TOKENS, &nq), LM_OK);
+        CHECK_RC(lm_chat_tokenize(e, NULL, "Answer now.", a, MAX_TOKENS, &na), LM_OK);
+        lm_row *live = NULL;
+        CHECK_RC(lm_row_create(e, (uint32_t)(nq + LATENT + na + MAX_NEW), &live), LM_OK);
+        CHECK_RC(lm_row_prefill(live, q, nq), LM_OK);
+        CHECK_RC(lm_row_latent(live, LATENT, NULL, 0), LM_OK);
+        CHECK_RC(lm_row_prefill(live, a, na), LM_OK);
+
+        /* The answer streams token by token; the pieces are the result's text (which is stripped). */
+        rp.max_new_tokens = MAX_NEW;
+        stream s = {0};
+        rp.on_token = on_token;
+        rp.user_data = &s;
+        lm_result *streamed = NULL;
+        CHECK_RC(lm_run(e, "What is 12 plus 30?", &rp, &streamed), LM_OK);
+        CHECK(s.n >= 1 && s.n <= MAX_NEW);
+        CHECK(trimmed_equal(s.text, lm_result_text(streamed)));
+
+        stream mixed = {0};
+        int32_t got = 0;
+        lm_sampling_params sp = greedy();
+        CHECK_RC(lm_row_decode(live, &sp, MAX_NEW, on_token, NULL, &mixed, &got), LM_OK);
+        CHECK(mixed.n == full.n && memcmp(mixed.ids, full.ids, sizeof(int32_t) * (size_t)full.n) == 0);
+        lm_row_free(live);
+
+        /* An abort mid-decode (after the first answer token), from should_abort and from on_token. */
+        stream ab = {0};
+        ab.abort_after = 1;
+        rp.should_abort = should_abort;
+        rp.user_data = &ab;
+        res = NULL;
+        CHECK_RC(lm_run(e, "What is 12 plus 30?", &rp, &res), LM_ERR_ABORTED);
+        CHECK_MESSAGE("aborted");
+        CHECK(res == NULL && ab.n == 1 && ab.polls > 1);
+        stream stop = {0};
+        stop.stop_after = 1;
+        rp.should_abort = NULL;
+        rp.user_data = &stop;
+        CHECK_RC(lm_run(e, "What is 12 plus 30?", &rp, &res), LM_ERR_ABORTED);
+        CHECK(res == NULL && stop.n == 1);
+
+        /* Then the engine runs the question again to the same text. */
+        rp.on_token = NULL;
+        rp.user_data = NULL;
+        CHECK_RC(lm_run(e, "What is 12 plus 30?", &rp, &res), LM_OK);
+        CHECK(strcmp(lm_result_text(res), lm_result_text(streamed)) == 0);
+        lm_result_free(res);
+        lm_result_free(streamed);
+    }
 
     lm_engine_free(e);
     return finish("rows");

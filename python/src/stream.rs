@@ -74,15 +74,11 @@ fn generate(
     engine.kv.reset();
     let mut row = [engine.kv.reserve(need)?];
     engine.prefill(&mut row, &[&ids], true)?;
-    let mut generated: Vec<u32> = Vec::new();
-    let mut shown = String::new();
-    // A piece is sent once the text so far decodes to complete UTF-8 (a character may span tokens).
+    let mut text = latentmas::text_stream::TextStream::new();
     let on_token = |tok: &latentmas::tokenizer::Tokenizer, _row: usize, id: u32| {
-        generated.push(id);
-        if let Ok(text) = tok.decode(&generated, true) {
-            if !text.ends_with('\u{FFFD}') && text.len() > shown.len() && text.starts_with(&shown) {
-                let _ = tx.send(Msg::Piece(text[shown.len()..].to_string()));
-                shown = text;
+        if let Ok(piece) = text.push(tok, id) {
+            if !piece.is_empty() {
+                let _ = tx.send(Msg::Piece(piece));
             }
         }
     };

@@ -210,6 +210,33 @@ pub fn run_batch(
     cfg: &RunConfig,
     questions: &[String],
 ) -> Result<RunOutput> {
+    run_batch_streaming(engine, prompts, align, cfg, questions, &mut |_, _| {})
+}
+
+/// One token of a run's decodes, as [`run_batch_streaming`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunToken {
+    /// The question's index in the batch.
+    pub question: usize,
+    /// The agent's index in its topology (0 for the single agent).
+    pub agent: usize,
+    /// Whether the agent is the final one, whose text is the run's answer.
+    pub is_final: bool,
+    pub id: u32,
+}
+
+/// [`run_batch`], telling `on_token` of every token as it is decoded (every agent that decodes text: the
+/// final one, and TextMAS's others), with the tokenizer to turn them into text
+/// ([`crate::text_stream::TextStream`]). The engine's abort flag, set from `on_token`, stops the run after
+/// that token with [`Error::Interrupted`].
+pub fn run_batch_streaming(
+    engine: &mut Engine,
+    prompts: &PromptSet,
+    align: Option<&Alignment>,
+    cfg: &RunConfig,
+    questions: &[String],
+    on_token: &mut dyn FnMut(&Tokenizer, RunToken),
+) -> Result<RunOutput> {
     cfg.validate()?;
     if questions.is_empty() {
         return Err(Error::InvalidArgument("no questions to run".into()));
@@ -246,6 +273,7 @@ pub fn run_batch(
             })
             .collect(),
         peak: vec![0; questions.len()],
+        on_token,
     };
     match cfg.method {
         Method::Single => b.single(engine, prompts, cfg, questions, &mut rows)?,
@@ -263,14 +291,15 @@ pub fn run_batch(
     Ok(RunOutput { reports: b.reports, traces: b.traces })
 }
 
-struct Batch {
+struct Batch<'a> {
     reports: Vec<QuestionReport>,
     traces: Vec<Trace>,
     /// Peak KV length per question.
     peak: Vec<usize>,
+    on_token: &'a mut dyn FnMut(&Tokenizer, RunToken),
 }
 
-impl Batch {
+impl Batch<'_> {
     /// Records one agent of every question.
     fn push(&mut self, q: usize, report: AgentReport, trace: TraceAgent) {
         self.peak[q] = self.peak[q].max(report.kv_len_after);
@@ -278,12 +307,15 @@ impl Batch {
         self.traces[q].agents.push(trace);
     }
 
-    /// Prefills `ids[q]` on every row, then decodes; records each question's agent. Returns the texts.
+    /// Prefills `ids[q]` on every row, then decodes; records each question's agent (number `agent` of its
+    /// topology). Returns the texts.
+    #[allow(clippy::too_many_arguments)]
     fn prefill_and_decode(
         &mut self,
         engine: &mut Engine,
         cfg: &RunConfig,
         spec: &AgentSpec,
+        (agent, is_final): (usize, bool),
         rows: &mut [KvRow],
         ids: &[Vec<u32>],
     ) -> Result<Vec<String>> {
@@ -294,7 +326,10 @@ impl Batch {
         engine.prefill(rows, &refs, true)?;
         let prefill_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let decoded: Vec<Decoded> = engine.decode(rows, &cfg.sampling, cfg.max_new_tokens, |_, _, _| {})?;
+        let on_token = &mut *self.on_token;
+        let decoded: Vec<Decoded> = engine.decode(rows, &cfg.sampling, cfg.max_new_tokens, |tok, question, id| {
+            on_token(tok, RunToken { question, agent, is_final, id })
+        })?;
         let decode_s = t.elapsed().as_secs_f64();
         let mut texts = Vec::with_capacity(rows.len());
         for (q, d) in decoded.into_iter().enumerate() {
@@ -340,7 +375,7 @@ impl Batch {
             .iter()
             .map(|q| agent_ids(&engine.tokenizer, prompts, cfg, &SINGLE, q, ""))
             .collect::<Result<Vec<_>>>()?;
-        self.prefill_and_decode(engine, cfg, &SINGLE, rows, &ids)?;
+        self.prefill_and_decode(engine, cfg, &SINGLE, (0, true), rows, &ids)?;
         Ok(())
     }
 
@@ -366,7 +401,7 @@ impl Batch {
                 check_positions(cfg, q, n, engine.max_context)?;
             }
             let mut rows = reserve_rows(engine, &need)?;
-            let texts = self.prefill_and_decode(engine, cfg, spec, &mut rows, &ids)?;
+            let texts = self.prefill_and_decode(engine, cfg, spec, (i, is_final), &mut rows, &ids)?;
             if !is_final {
                 for (c, t) in ctx.iter_mut().zip(texts) {
                     c.push_str(&format!("[{}]:\n{}\n\n", spec.label, t));
@@ -453,7 +488,7 @@ impl Batch {
                 r.len = 0;
             }
         }
-        self.prefill_and_decode(engine, cfg, &agents[3], rows, &ids[3])?;
+        self.prefill_and_decode(engine, cfg, &agents[3], (3, true), rows, &ids[3])?;
         Ok(())
     }
 
@@ -517,12 +552,12 @@ impl Batch {
 /// Frees the buffer and carves one row per question, failing with the numbers when they do not fit.
 fn reserve_rows(engine: &mut Engine, need: &[usize]) -> Result<Vec<KvRow>> {
     let total = need.iter().try_fold(0usize, |a, &n| a.checked_add(n)).unwrap_or(usize::MAX);
-    if total > engine.kv.slots() {
+    if total > engine.kv.reservable() {
         return Err(Error::KvCapacity(format!(
             "{} question(s) need {total} KV slots ({} bytes) but the buffer has {}; raise --kv-budget or lower --batch",
             need.len(),
             engine.kv.bytes_for(total),
-            engine.kv.slots()
+            engine.kv.reservable()
         )));
     }
     engine.kv.reset();

@@ -20,7 +20,7 @@ pub const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthrea
 
 /// The ABI's version: `lm_abi_version()`. It changes whenever a struct's layout, a prototype or a status
 /// code changes, so a program can refuse a library it was not compiled against.
-pub const LM_ABI_VERSION: u32 = 2;
+pub const LM_ABI_VERSION: u32 = 3;
 
 /// Status codes (`lm_status` in the header). 0 is success, every failure is negative.
 #[repr(i32)]
@@ -137,6 +137,14 @@ pub struct LmRunParams {
     pub progress: LmProgressCallback,
     /// Passed to `progress` unchanged.
     pub progress_user_data: *mut c_void,
+    /// Sees each token of the final agent's answer with its text piece, as `lm_row_decode`'s callback does;
+    /// may be NULL. lm_run returns whole runs only: returning false aborts the run (LM_ERR_ABORTED).
+    pub on_token: LmTokenCallback,
+    /// Polled at the start of each phase and after each decoded token (of every agent that decodes);
+    /// returning true stops the run with LM_ERR_ABORTED. May be NULL.
+    pub should_abort: LmAbortCallback,
+    /// Passed to `on_token` and `should_abort` unchanged.
+    pub user_data: *mut c_void,
 }
 
 /// `lm_sampling_params`: how `lm_row_decode` picks tokens.

@@ -28,24 +28,23 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
-use engine::engine::{DeviceKind, Engine, Phase as EnginePhase};
+use engine::engine::{DeviceKind, Engine};
 use engine::error::Error;
 use engine::kv::KvBudget;
 use engine::latent::Alignment;
-use engine::mas::method::{Family, Method, Topology};
 use engine::mas::prompts::PromptSet;
-use engine::mas::run::{batch_slots, run_batch, RunConfig};
 use engine::model::hub::resolve_model;
-use engine::sample::SamplingParams;
 
 mod abi;
 #[cfg(test)]
 mod bad_input_tests;
 mod rows;
+mod run;
 mod slots;
 
 pub use abi::*;
 pub use rows::*;
+pub use run::*;
 
 /// `lm_engine`: the engine, its alignment and the prompt set, behind a mutex (runs serialise), and the thread
 /// pool its work runs on.
@@ -436,31 +435,6 @@ pub extern "C" fn lm_engine_default_params() -> LmEngineParams {
     infallible(make, make)
 }
 
-/// `lm_run_default_params`: the CLI's defaults (latent, sequential, math, 10 latent steps, 2048 new tokens,
-/// sampling 0.6 / 20 / 0.95, seed 0).
-#[no_mangle]
-pub extern "C" fn lm_run_default_params() -> LmRunParams {
-    infallible(run_defaults, run_defaults)
-}
-
-fn run_defaults() -> LmRunParams {
-    let s = SamplingParams::default();
-    LmRunParams {
-        method: c"latent".as_ptr(),
-        topology: c"sequential".as_ptr(),
-        task_family: c"math".as_ptr(),
-        latent_steps: 10,
-        max_new_tokens: 2048,
-        greedy: s.greedy,
-        temperature: s.temperature,
-        top_k: s.top_k as c_int,
-        top_p: s.top_p,
-        seed: s.seed,
-        progress: None,
-        progress_user_data: std::ptr::null_mut(),
-    }
-}
-
 /// `lm_abi_version`: [`LM_ABI_VERSION`]; compare it with the header's `LM_ABI_VERSION`.
 #[no_mangle]
 pub extern "C" fn lm_abi_version() -> u32 {
@@ -547,169 +521,6 @@ fn open_engine(dir: &Path, budget: KvBudget, kind: DeviceKind) -> engine::Result
         Error::KvCapacity(m) => Error::KvCapacity(format!("params.kv_budget_bytes: {}", m.replace("--kv-budget ", ""))),
         e => e,
     })
-}
-
-/// Validates the run parameters and makes the run's configuration.
-///
-/// # Safety
-/// The string fields of `p` must be NULL or NUL-terminated.
-unsafe fn run_config(p: &LmRunParams) -> Res<RunConfig> {
-    let bad = |m: String| Err(Fail::new(Status::LmErrInvalidArgument, m));
-    // SAFETY: forwarded contract (string fields are NULL or NUL-terminated).
-    let (method, topology, family) = unsafe {
-        (
-            read_word::<Method>(p.method, "params.method")?,
-            read_word::<Topology>(p.topology, "params.topology")?,
-            read_word::<Family>(p.task_family, "params.task_family")?,
-        )
-    };
-    if p.latent_steps < 0 {
-        return bad(format!("params.latent_steps = {} must be >= 0", p.latent_steps));
-    }
-    if p.max_new_tokens < 1 {
-        return bad(format!("params.max_new_tokens = {} must be >= 1", p.max_new_tokens));
-    }
-    if p.top_k < 0 {
-        return bad(format!("params.top_k = {} must be >= 0 (0 = no top-k cut)", p.top_k));
-    }
-    let greedy = p.greedy;
-    let usable_temperature = p.temperature > 0.0 && p.temperature.is_finite();
-    if !greedy && !usable_temperature {
-        return bad(format!("params.temperature = {} must be > 0 and finite (or set params.greedy)", p.temperature));
-    }
-    if !(p.top_p > 0.0 && p.top_p <= 1.0) {
-        return bad(format!("params.top_p = {} must be in (0, 1]", p.top_p));
-    }
-    if topology == Topology::Parallel && method != Method::Latent {
-        return bad(format!("params.topology \"parallel\" is a LatentMAS topology; params.method is \"{method}\""));
-    }
-    let cfg = RunConfig {
-        method,
-        topology,
-        family,
-        latent_steps: if method == Method::Latent { p.latent_steps as usize } else { 0 },
-        think: false,
-        compat_reference: false,
-        sampling: SamplingParams {
-            greedy,
-            temperature: p.temperature,
-            top_k: p.top_k as usize,
-            top_p: p.top_p,
-            seed: p.seed,
-        },
-        max_new_tokens: p.max_new_tokens as usize,
-        text_mas_context_length: engine::mas::run::REFERENCE_CONTEXT_LENGTH,
-    };
-    cfg.validate().map_err(|e| from_error(e, false))?;
-    Ok(cfg)
-}
-
-/// `lm_run`: runs one question; serialises with other runs on the same engine.
-///
-/// # Safety
-/// `engine` may be any value; `question` must be NULL or NUL-terminated; `params` must be NULL or point to an
-/// `lm_run_params` whose strings are NULL or NUL-terminated; `out` must be NULL or point to a writable
-/// `lm_result *`.
-#[no_mangle]
-pub unsafe extern "C" fn lm_run(
-    engine: *mut LmEngine,
-    question: *const c_char,
-    params: *const LmRunParams,
-    out: *mut *mut LmResult,
-) -> c_int {
-    entry_status("lm_run", || {
-        // SAFETY: forwarded contract of this function (out is NULL or writable).
-        let out = unsafe { out_slot(out, "out")? };
-        let handle = lookup(engine, "engine")?;
-        // SAFETY: forwarded contract (question is NULL or NUL-terminated).
-        let question = unsafe { read_str(question, "question")? }.to_string();
-        // SAFETY: forwarded contract (params is NULL or readable).
-        let p = unsafe { read_struct(params, "params")? };
-        // SAFETY: forwarded contract (its string fields are NULL or NUL-terminated).
-        let cfg = unsafe { run_config(&p)? };
-        let progress = Progress { f: p.progress, user: p.progress_user_data };
-        let report = handle.with(move |st| run_one(st, &cfg, question, progress))?;
-        let json = serde_json::to_string(&report).map_err(|e| Fail::new(Status::LmErrRun, e.to_string()))?;
-        let result = LmResult {
-            text: c_string(&report.text),
-            answer: report.answer.as_deref().map(c_string),
-            json: c_string(&json),
-        };
-        let handle = register(result)?;
-        // SAFETY: `out` was checked and cleared by out_slot above.
-        unsafe { out.write(handle) };
-        Ok(())
-    })
-}
-
-/// The caller's progress callback and its pointer, carried to the engine's worker thread (the C caller
-/// promises the pointer may be used from there while it waits in `lm_run`).
-#[derive(Clone, Copy)]
-struct Progress {
-    f: LmProgressCallback,
-    user: *mut std::ffi::c_void,
-}
-
-// SAFETY: see the type's doc: the callback and its data are used only while lm_run waits for them.
-unsafe impl Send for Progress {}
-
-/// One question on a locked engine: the whole KV buffer, so no row may be live.
-fn run_one(
-    st: &mut EngineState,
-    cfg: &RunConfig,
-    question: String,
-    progress: Progress,
-) -> Res<engine::mas::report::QuestionReport> {
-    if !st.rows.is_empty() {
-        return Err(Fail::new(
-            Status::LmErrKvCapacity,
-            format!(
-                "lm_run uses the whole KV buffer, but {} row(s) made by lm_row_create are still live on this engine; \
-                 lm_row_free them first",
-                st.rows.len()
-            ),
-        ));
-    }
-    let cfg = cfg.clone();
-    {
-        let questions = [question];
-        let need =
-            batch_slots(&st.engine.tokenizer, &st.prompts, &cfg, &questions).map_err(|e| from_error(e, false))?;
-        if need > st.engine.kv.slots() {
-            return Err(Fail::new(
-                Status::LmErrKvCapacity,
-                format!(
-                    "this run needs {need} KV tokens but the engine's buffer holds {} ({} bytes per token); open the \
-                     engine with kv_budget_bytes >= {} (or lower params.max_new_tokens)",
-                    st.engine.kv.slots(),
-                    st.engine.kv.bytes_for(1),
-                    st.engine.kv.bytes_for(need)
-                ),
-            ));
-        }
-        let align = (cfg.method == Method::Latent).then_some(&st.align);
-        if let Some(f) = progress.f {
-            // Agents are counted by their prefills: each agent prefills its prompt once.
-            let mut agent = -1i32;
-            st.engine.on_phase = Some(Box::new(move |phase, work| {
-                let p = progress;
-                let phase = match phase {
-                    EnginePhase::Prefill => {
-                        agent += 1;
-                        Phase::LmPhasePrefill
-                    }
-                    EnginePhase::Latent => Phase::LmPhaseLatent,
-                    EnginePhase::Decode => Phase::LmPhaseDecode,
-                };
-                // SAFETY: the caller's callback, called with its own data while lm_run waits.
-                unsafe { f(agent.max(0), phase, work.min(i32::MAX as usize) as i32, p.user) };
-            }));
-        }
-        let output = run_batch(&mut st.engine, &st.prompts, align, &cfg, &questions);
-        st.engine.on_phase = None;
-        let mut output = output.map_err(|e| from_error(e, false))?;
-        output.reports.pop().ok_or_else(|| Fail::new(Status::LmErrRun, "the run returned no report"))
-    }
 }
 
 /// Looks up a result and returns a pointer into one of its strings (NULL on failure, with the last error set).

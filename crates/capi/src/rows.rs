@@ -15,6 +15,7 @@ use engine::engine::DeviceKind;
 use engine::error::Error;
 use engine::kv::KvRow;
 use engine::sample::SamplingParams;
+use engine::text_stream::TextStream;
 
 use crate::slots::Slots;
 use crate::{
@@ -69,6 +70,27 @@ impl RowTable {
 
     pub(crate) fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Tokens the live rows hold (their capacities).
+    pub(crate) fn held(&self) -> usize {
+        self.slots.total() - self.slots.free_total()
+    }
+
+    /// Lends the largest free range of the buffer to an `lm_run` (`(start, len)`), until [`RowTable::give_back`].
+    pub(crate) fn lend_largest(&mut self) -> (usize, usize) {
+        self.slots.take_largest()
+    }
+
+    pub(crate) fn give_back(&mut self, start: usize, len: usize) {
+        if len > 0 {
+            self.slots.give(start, len);
+        }
+    }
+
+    /// The workspace now holds another call's outputs: every row decodes and steps from its own copies.
+    pub(crate) fn forget_workspace(&mut self) {
+        self.last = None;
     }
 
     fn remove(&mut self, id: u64) {
@@ -582,22 +604,12 @@ fn decode_row(
     st.rows.last = None;
     let flag = st.engine.abort_flag();
     flag.store(false, Ordering::Relaxed);
-    let mut ids: Vec<u32> = Vec::new();
-    let mut emitted = 0usize;
+    let mut text = TextStream::new();
     let (mut stopped, mut aborted) = (false, false);
     // A decode stops at the row's end as at max_new.
     let max_new = max_new.min(kv.capacity - kv.len + 1);
     let result = st.engine.decode(std::slice::from_mut(&mut kv), sp, max_new, |tok, _, id| {
-        ids.push(id);
-        // The new text since the last piece; held back while the text ends inside a character.
-        let text = tok.decode(&ids, true).unwrap_or_default();
-        let piece = if text.ends_with('\u{FFFD}') || !text.is_char_boundary(emitted.min(text.len())) {
-            String::new()
-        } else {
-            let p = text.get(emitted..).unwrap_or("").to_string();
-            emitted = text.len();
-            p
-        };
+        let piece = text.push(tok, id).unwrap_or_default();
         let piece = c_string(&piece);
         if let Some(f) = cb.on_token {
             // SAFETY: the caller's callback; the piece lives until it returns.
@@ -616,7 +628,7 @@ fn decode_row(
     let s = state(st, id)?;
     s.kv = kv;
     s.hidden = None;
-    let n = ids.len() as i32;
+    let n = text.ids().len() as i32;
     let outcome = match result {
         Ok(_) if aborted => {
             Err(Fail::new(Status::LmErrAborted, format!("should_abort returned true after {n} tokens")))

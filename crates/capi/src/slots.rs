@@ -37,6 +37,12 @@ impl Slots {
         Some(start)
     }
 
+    /// Takes the longest free range whole (the first of equals): `(start, len)`, `(0, 0)` when none is free.
+    pub(crate) fn take_largest(&mut self) -> (usize, usize) {
+        let Some(i) = (0..self.free.len()).rev().max_by_key(|&i| self.free[i].1) else { return (0, 0) };
+        self.free.remove(i)
+    }
+
     /// Returns a range that [`Slots::take`] gave out.
     pub(crate) fn give(&mut self, start: usize, len: usize) {
         let i = self.free.partition_point(|r| r.0 < start);
@@ -70,6 +76,16 @@ mod tests {
         s.give(30, 20);
         s.give(a, 30);
         s.give(c, 30);
+        assert_eq!(s.free, vec![(0, 100)]);
+        let a = s.take(10).unwrap();
+        let b = s.take(50).unwrap();
+        s.give(a, 10);
+        assert_eq!(s.take_largest(), (60, 40), "of 10 at 0 and 40 at 60, the longer");
+        assert_eq!(s.take_largest(), (0, 10));
+        assert_eq!(s.take_largest(), (0, 0), "nothing left");
+        s.give(0, 10);
+        s.give(60, 40);
+        s.give(b, 50);
         assert_eq!(s.free, vec![(0, 100)]);
         assert_eq!(s.free_total(), 100);
     }
