@@ -157,14 +157,15 @@ impl Queue {
         self.capacity
     }
 
-    pub fn push(&self, job: Job) -> Result<(), (Refused, Job)> {
+    /// Queues `job`, or drops it and says why not.
+    pub fn push(&self, job: Job) -> Result<(), Refused> {
         let mut st = self.lock();
         if let Some(why) = &st.closed {
-            return Err((Refused::Closed(why.clone()), job));
+            return Err(Refused::Closed(why.clone()));
         }
         let idle = !st.busy && st.waiting.is_empty();
         if st.waiting.len() >= self.capacity && !idle {
-            return Err((Refused::Full { waiting: st.waiting.len() }, job));
+            return Err(Refused::Full { waiting: st.waiting.len() });
         }
         st.waiting.push_back(job);
         self.ready.notify_one();
@@ -221,17 +222,17 @@ mod tests {
     fn capacity_counts_waiting_jobs_and_an_idle_worker_takes_one_at_zero() {
         let q = Queue::new(0);
         assert!(q.push(job().0).is_ok(), "an idle worker takes a job even with no queue");
-        assert!(matches!(q.push(job().0), Err((Refused::Full { waiting: 1 }, _))));
+        assert!(matches!(q.push(job().0), Err(Refused::Full { waiting: 1 })));
         let _running = q.pop().unwrap();
-        assert!(matches!(q.push(job().0), Err((Refused::Full { waiting: 0 }, _))), "busy, and no room to wait");
+        assert!(matches!(q.push(job().0), Err(Refused::Full { waiting: 0 })), "busy, and no room to wait");
         q.done();
         let q = Queue::new(1);
-        q.push(job().0).unwrap();
+        assert!(q.push(job().0).is_ok());
         let _running = q.pop().unwrap();
-        q.push(job().0).unwrap();
-        assert!(matches!(q.push(job().0), Err((Refused::Full { waiting: 1 }, _))));
+        assert!(q.push(job().0).is_ok());
+        assert!(matches!(q.push(job().0), Err(Refused::Full { waiting: 1 })));
         assert_eq!(q.close("stopping").len(), 1);
-        assert!(matches!(q.push(job().0), Err((Refused::Closed(_), _))));
+        assert!(matches!(q.push(job().0), Err(Refused::Closed(_))));
         assert!(q.pop().is_none());
     }
 

@@ -123,7 +123,7 @@ async fn handle(s: Arc<Shared>, body: Result<Bytes, BytesRejection>) -> Result<R
     let (tx, rx) = unbounded_channel();
     let control = Arc::new(Control::default());
     let job = Job { work: plan.work, stream: plan.stream, events: tx, control: control.clone() };
-    s.queue.push(job).map_err(|(why, _)| match why {
+    s.queue.push(job).map_err(|why| match why {
         Refused::Full { waiting } => ApiError::queue_full(format!(
             "the server is busy: {waiting} request(s) already wait for the engine (--max-queue {}); retry later",
             s.queue.capacity()

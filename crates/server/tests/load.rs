@@ -1,0 +1,85 @@
+//! The server under load: a client that leaves mid-stream stops its decode and the next request is served
+//! as if nothing happened; a full queue answers 429. Both run on a random model with Qwen3's vocabulary,
+//! whose long greedy decodes last seconds (see `common::SlowModel`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{collect_stream, Server, SlowModel};
+use serde_json::{json, Value};
+
+const LONG: usize = 3000;
+
+fn body(max_tokens: usize, stream: bool) -> Value {
+    json!({
+        "model": "slow",
+        "messages": [{"role": "user", "content": "Count to a thousand."}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "stream": stream,
+    })
+}
+
+fn content(v: &Value) -> String {
+    v["choices"][0]["message"]["content"].as_str().unwrap_or_else(|| panic!("no content in {v}")).to_string()
+}
+
+/// Reads a stream until it has shown `n` content pieces.
+fn read_pieces(s: &mut common::SseReader, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        let d = s.next_data().expect("the stream ended early");
+        let c: Value = serde_json::from_str(&d).unwrap_or_else(|_| panic!("chunk {d:?}"));
+        if c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()) {
+            seen += 1;
+        }
+    }
+}
+
+#[test]
+fn a_client_leaving_mid_stream_stops_its_decode_and_the_next_request_is_served() {
+    let model = SlowModel::make("disconnect");
+    let server = Server::start(&model.dir, &["--kv-budget", "4096tok", "--served-model-name", "slow"]);
+    let (status, before) = server.post(&body(8, false));
+    assert_eq!(status, 200, "{before}");
+
+    let mut s = server.open_stream(&body(LONG, true));
+    read_pieces(&mut s, 3);
+    drop(s);
+    let h = server
+        .wait_health(Duration::from_secs(60), |h| h["requests"]["aborted"] == 1 && h["queue"]["running"] == false);
+    assert_eq!(h["requests"]["completed"], 1, "the long decode did not finish: {h}");
+
+    let (status, after) = server.post(&body(8, false));
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(content(&after), content(&before), "the engine answers as before the abort");
+    // and a stream after it runs to its end
+    let (text, _) = collect_stream(&server.stream(&body(8, true)));
+    assert_eq!(text, content(&before));
+}
+
+#[test]
+fn a_full_queue_answers_429_and_the_waiting_request_is_served() {
+    let model = SlowModel::make("queue");
+    let server =
+        Server::start(&model.dir, &["--kv-budget", "4096tok", "--served-model-name", "slow", "--max-queue", "1"]);
+    // A runs (its stream has started), B waits, C finds the queue full.
+    let mut a = server.open_stream(&body(LONG, true));
+    read_pieces(&mut a, 1);
+    let b = std::thread::scope(|scope| {
+        let b = scope.spawn(|| server.post(&body(4, false)));
+        server.wait_health(Duration::from_secs(30), |h| h["queue"]["waiting"] == 1);
+        let (status, c) = server.post(&body(4, false));
+        assert_eq!(status, 429, "{c}");
+        let msg = c["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("--max-queue 1"), "{c}");
+        assert_eq!(c["error"]["type"], "rate_limit_error");
+        drop(a);
+        b.join().unwrap()
+    });
+    assert_eq!(b.0, 200, "{}", b.1);
+    let h = server.wait_health(Duration::from_secs(30), |h| h["queue"]["running"] == false);
+    assert_eq!(h["requests"]["aborted"], 1, "{h}");
+    assert_eq!(h["requests"]["completed"], 1, "{h}");
+}
