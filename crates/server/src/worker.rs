@@ -108,6 +108,11 @@ fn serve(mut st: WorkerState, queue: &Queue) {
             }
             Ok(Err(engine::Error::Interrupted(_))) => {
                 queue.stats.aborted.fetch_add(1, Ordering::Relaxed);
+                if !job.control.is_cancelled() {
+                    // not its client: the server is stopping (a departed client gets nothing)
+                    let e = ApiError::unavailable("the server is shutting down; the request was stopped");
+                    let _ = job.events.send(Event::Failed(e));
+                }
             }
             Ok(Err(e)) => {
                 queue.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,5 @@
 //! The server under load: a client that leaves mid-stream stops its decode and the next request is served
-//! as if nothing happened; a full queue answers 429. Both run on a random model with Qwen3's vocabulary,
+//! as if nothing happened; a full queue answers 429; SIGTERM stops the running request and exits. Both run on a random model with Qwen3's vocabulary,
 //! whose long greedy decodes last seconds (see `common::SlowModel`).
 
 mod common;
@@ -82,4 +82,18 @@ fn a_full_queue_answers_429_and_the_waiting_request_is_served() {
     let h = server.wait_health(Duration::from_secs(30), |h| h["queue"]["running"] == false);
     assert_eq!(h["requests"]["aborted"], 1, "{h}");
     assert_eq!(h["requests"]["completed"], 1, "{h}");
+}
+
+#[test]
+fn sigterm_stops_the_running_stream_with_an_error_and_the_server_exits() {
+    let model = SlowModel::make("shutdown");
+    let mut server = Server::start(&model.dir, &["--kv-budget", "4096tok", "--served-model-name", "slow"]);
+    let mut s = server.open_stream(&body(LONG, true));
+    read_pieces(&mut s, 1);
+    let status = server.terminate(Duration::from_secs(60));
+    let rest: Vec<String> = std::iter::from_fn(|| s.next_data()).collect();
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
+    let error = rest.iter().find(|d| d.contains("\"error\"")).unwrap_or_else(|| panic!("no error event: {rest:?}"));
+    assert!(error.contains("shutting down"), "{error}");
+    assert!(status.success(), "exit status {status}\n{}", server.stderr());
 }
