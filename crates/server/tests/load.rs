@@ -97,3 +97,18 @@ fn sigterm_stops_the_running_stream_with_an_error_and_the_server_exits() {
     assert!(error.contains("shutting down"), "{error}");
     assert!(status.success(), "exit status {status}\n{}", server.stderr());
 }
+
+#[test]
+fn a_client_leaving_before_a_non_streamed_answer_stops_its_decode() {
+    let model = SlowModel::make("leave");
+    let server = Server::start(&model.dir, &["--kv-budget", "4096tok", "--served-model-name", "slow"]);
+    let impatient = ureq::AgentBuilder::new().timeout(Duration::from_millis(300)).build();
+    let r = impatient
+        .post(&format!("{}/v1/chat/completions", server.url))
+        .set("Content-Type", "application/json")
+        .send_string(&body(LONG, false).to_string());
+    assert!(r.is_err(), "the client gives up before the answer");
+    let h = server
+        .wait_health(Duration::from_secs(60), |h| h["requests"]["aborted"] == 1 && h["queue"]["running"] == false);
+    assert_eq!(h["requests"]["completed"], 0, "the long decode did not finish: {h}");
+}
