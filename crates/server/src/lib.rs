@@ -3,11 +3,13 @@
 //! - [`api`]: the request and response bodies of `POST /v1/chat/completions`.
 //! - [`request`]: a request checked against the model and its limits, ready to queue.
 //! - [`queue`]: the bounded queue to the engine's thread, and cancellation by a departed client.
-//! - [`worker`]: the engine's thread (plain chat, TextMAS and LatentMAS runs).
+//! - [`worker`]: the engine's thread (TextMAS and LatentMAS runs); [`batch`]: plain-chat requests decoded
+//!   together.
 //! - [`routes`]: the endpoints; [`text`]: streamed text pieces.
 //! - [`error`]: errors in OpenAI's JSON shape.
 
 pub mod api;
+pub mod batch;
 pub mod error;
 pub mod queue;
 pub mod request;

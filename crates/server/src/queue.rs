@@ -72,6 +72,12 @@ impl Control {
         self.lock().cancelled
     }
 
+    /// The worker starts a job that stops by itself when [`Control::is_cancelled`] (a chat batch checks
+    /// every step); false when the client already left.
+    pub fn start_detached(&self) -> bool {
+        !self.lock().cancelled
+    }
+
     /// The worker starts the job with the engine's abort flag; false (and the job is not to run) when the
     /// client already left.
     pub fn start(&self, flag: &Arc<AtomicBool>) -> bool {
@@ -121,6 +127,8 @@ pub struct Stats {
     /// Jobs whose client left before they started.
     pub skipped: AtomicU64,
     pub failed: AtomicU64,
+    /// Requests that were decoded in a batch with others.
+    pub batched: AtomicU64,
 }
 
 struct State {
@@ -185,6 +193,25 @@ impl Queue {
             }
             st = self.ready.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Takes up to `max` waiting plain-chat jobs (in queue order) whose KV needs fit together in `room`
+    /// slots, to run in the batch of the job just popped; the others keep their places.
+    pub fn take_chats(&self, max: usize, mut room: usize) -> Vec<Job> {
+        let mut st = self.lock();
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(st.waiting.len());
+        while let Some(job) = st.waiting.pop_front() {
+            match &job.work {
+                Work::Chat { prompt_ids, max_new, .. } if taken.len() < max && prompt_ids.len() + max_new <= room => {
+                    room -= prompt_ids.len() + max_new;
+                    taken.push(job);
+                }
+                _ => kept.push_back(job),
+            }
+        }
+        st.waiting = kept;
+        taken
     }
 
     /// The running job ended.

@@ -88,6 +88,7 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
             "aborted": st.aborted.load(Ordering::Relaxed),
             "skipped": st.skipped.load(Ordering::Relaxed),
             "failed": st.failed.load(Ordering::Relaxed),
+            "batched": st.batched.load(Ordering::Relaxed),
         },
         "kv": {"tokens": s.limits.kv_slots, "bytes": s.kv_bytes},
         "max_context": s.limits.max_context,

@@ -1,5 +1,6 @@
 //! The engine's own thread: it opens the engine (the engine is synchronous and owns one KV buffer), then
-//! runs queued jobs one after another, sending each request its tokens and its answer.
+//! runs queued jobs, sending each request its tokens and its answer: plain-chat requests in batches
+//! ([`crate::batch`]), multi-agent runs one at a time.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -12,9 +13,9 @@ use engine::latent::Alignment;
 use engine::mas::method::Method;
 use engine::mas::prompts::PromptSet;
 use engine::mas::run::{run_batch, RunConfig};
-use engine::sample::SamplingParams;
 
 use crate::api::Usage;
+use crate::batch;
 use crate::error::ApiError;
 use crate::queue::{Event, Job, Queue};
 use crate::request::{Limits, Work};
@@ -88,11 +89,41 @@ fn open(opts: EngineOptions) -> Result<WorkerState, String> {
     Ok(WorkerState { engine, align, prompts: opts.prompts })
 }
 
-/// Runs jobs until the queue closes. A panic in the engine closes the queue: the engine's state is unknown
-/// afterwards, so every later request is answered 503 with the reason.
+/// Runs jobs until the queue closes: a plain-chat job with the chat jobs waiting behind it that fit the
+/// KV buffer beside it (one batch), a multi-agent job alone. A panic in the engine closes the queue: the
+/// engine's state is unknown afterwards, so every later request is answered 503 with the reason.
 fn serve(mut st: WorkerState, queue: &Queue) {
     let flag = st.engine.abort_flag();
+    let slots = st.engine.kv.slots();
     while let Some(job) = queue.pop() {
+        if let Work::Chat { prompt_ids, max_new, .. } = &job.work {
+            let room = slots.saturating_sub(prompt_ids.len() + max_new);
+            let mut jobs = vec![job];
+            jobs.extend(queue.take_chats(batch::MAX_BATCH - 1, room));
+            jobs.retain(|j| {
+                let live = j.control.start_detached();
+                if !live {
+                    queue.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                live
+            });
+            let outcome =
+                std::panic::catch_unwind(AssertUnwindSafe(|| batch::run(&mut st.engine, &jobs, &queue.stats, &flag)));
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!("a chat batch failed: {e}");
+                    let e = ApiError::from_engine(e);
+                    for j in &jobs {
+                        queue.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        let _ = j.events.send(Event::Failed(e.clone()));
+                    }
+                }
+                Err(panic) => return poisoned(queue, &jobs, panic),
+            }
+            queue.done();
+            continue;
+        }
         if !job.control.start(&flag) {
             queue.stats.skipped.fetch_add(1, Ordering::Relaxed);
             queue.done();
@@ -119,60 +150,36 @@ fn serve(mut st: WorkerState, queue: &Queue) {
                 tracing::warn!("a request failed: {e}");
                 let _ = job.events.send(Event::Failed(ApiError::from_engine(e)));
             }
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown".into());
-                let why = format!("the engine failed on an earlier request (panic: {what}); restart the server");
-                tracing::error!("{why}");
-                queue.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let _ = job.events.send(Event::Failed(ApiError::internal(why.clone())));
-                for waiting in queue.close(&why) {
-                    let _ = waiting.events.send(Event::Failed(ApiError::unavailable(why.clone())));
-                }
-                queue.done();
-                return;
-            }
+            Err(panic) => return poisoned(queue, std::slice::from_ref(&job), panic),
         }
         queue.done();
     }
 }
 
-fn run(st: &mut WorkerState, job: &Job) -> engine::Result<()> {
-    match &job.work {
-        Work::Chat { prompt_ids, sampling, max_new } => chat(st, job, prompt_ids, sampling, *max_new),
-        Work::Mas { cfg, question } => mas(st, job, cfg, question),
+/// After a panic: the running jobs get 500, the waiting ones 503, and the queue closes with the reason.
+fn poisoned(queue: &Queue, running: &[Job], panic: Box<dyn std::any::Any + Send>) {
+    let what = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let why = format!("the engine failed on an earlier request (panic: {what}); restart the server");
+    tracing::error!("{why}");
+    for job in running {
+        queue.stats.failed.fetch_add(1, Ordering::Relaxed);
+        let _ = job.events.send(Event::Failed(ApiError::internal(why.clone())));
     }
+    for waiting in queue.close(&why) {
+        let _ = waiting.events.send(Event::Failed(ApiError::unavailable(why.clone())));
+    }
+    queue.done();
 }
 
-/// Plain chat: prefill the conversation and decode, every token sent as it is picked.
-fn chat(
-    st: &mut WorkerState,
-    job: &Job,
-    prompt_ids: &[u32],
-    sampling: &SamplingParams,
-    max_new: usize,
-) -> engine::Result<()> {
-    let engine = &mut st.engine;
-    engine.kv.reset();
-    let mut row = [engine.kv.reserve(prompt_ids.len() + max_new)?];
-    engine.prefill(&mut row, &[prompt_ids], true)?;
-    let abort = engine.abort_flag();
-    let decoded = engine.decode(&mut row, sampling, max_new, |_, _, id| {
-        if job.stream && job.events.send(Event::Token(id)).is_err() {
-            // the request is gone (its stream was dropped): stop before the next token
-            abort.store(true, Ordering::SeqCst);
-        }
-    })?;
-    let ids = &decoded[0].ids;
-    let text = engine.tokenizer.decode(ids, true)?;
-    let stops = engine.tokenizer.stop_ids();
-    let finish = if ids.last().is_some_and(|id| stops.contains(id)) { "stop" } else { "length" };
-    let usage = Usage { prompt_tokens: prompt_ids.len(), completion_tokens: ids.len() };
-    let _ = job.events.send(Event::Done { text, finish, usage, report: None });
-    Ok(())
+fn run(st: &mut WorkerState, job: &Job) -> engine::Result<()> {
+    match &job.work {
+        Work::Mas { cfg, question } => mas(st, job, cfg, question),
+        Work::Chat { .. } => Err(engine::Error::Other("a chat request outside a chat batch".into())),
+    }
 }
 
 /// A TextMAS or LatentMAS run; the final agent's tokens are streamed (its decode is the last decode phase

@@ -1,5 +1,6 @@
 //! The server under load: a client that leaves mid-stream stops its decode and the next request is served
-//! as if nothing happened; a full queue answers 429; SIGTERM stops the running request and exits. Both run on a random model with Qwen3's vocabulary,
+//! as if nothing happened; a full queue answers 429; requests that wait together are decoded together and
+//! get the answers they get alone; SIGTERM stops the running request and exits. Both run on a random model with Qwen3's vocabulary,
 //! whose long greedy decodes last seconds (see `common::SlowModel`).
 
 mod common;
@@ -111,4 +112,42 @@ fn a_client_leaving_before_a_non_streamed_answer_stops_its_decode() {
     let h = server
         .wait_health(Duration::from_secs(60), |h| h["requests"]["aborted"] == 1 && h["queue"]["running"] == false);
     assert_eq!(h["requests"]["completed"], 0, "the long decode did not finish: {h}");
+}
+
+#[test]
+fn waiting_chat_requests_decode_as_one_batch_with_the_answers_they_get_alone() {
+    let model = SlowModel::make("batch");
+    let server = Server::start(&model.dir, &["--kv-budget", "4096tok", "--served-model-name", "slow"]);
+    let greedy = body(8, false);
+    let mut sampled = body(12, false);
+    sampled["messages"][0]["content"] = json!("Name three colours.");
+    sampled["temperature"] = json!(0.8);
+    sampled["seed"] = json!(5);
+    let alone: Vec<String> = [&greedy, &sampled]
+        .iter()
+        .map(|b| {
+            let (status, v) = server.post(b);
+            assert_eq!(status, 200, "{v}");
+            content(&v)
+        })
+        .collect();
+    let (_, h) = server.get("/health");
+    assert_eq!(h["requests"]["batched"], 0, "one at a time so far: {h}");
+
+    // Both wait behind a long decode, so the worker finds them together when it ends.
+    let mut a = server.open_stream(&body(LONG, true));
+    read_pieces(&mut a, 1);
+    let together = std::thread::scope(|scope| {
+        let runs: Vec<_> = [&greedy, &sampled].into_iter().map(|b| scope.spawn(|| server.post(b))).collect();
+        server.wait_health(Duration::from_secs(30), |h| h["queue"]["waiting"] == 2);
+        drop(a);
+        runs.into_iter().map(|r| r.join().unwrap()).collect::<Vec<_>>()
+    });
+    for ((status, v), want) in together.iter().zip(&alone) {
+        assert_eq!(*status, 200, "{v}");
+        assert_eq!(&content(v), want, "a request answers in a batch as it does alone");
+    }
+    let h = server.wait_health(Duration::from_secs(30), |h| h["queue"]["running"] == false);
+    assert_eq!(h["requests"]["batched"], 2, "the two ran as one batch: {h}");
+    assert_eq!(h["requests"]["completed"], 4, "{h}");
 }
