@@ -36,16 +36,6 @@ pub enum Work {
     Mas { cfg: RunConfig, question: String },
 }
 
-impl Work {
-    /// KV slots the work holds while it runs.
-    pub fn kv_need(&self, tok: &Tokenizer, prompts: &PromptSet) -> usize {
-        match self {
-            Work::Chat { prompt_ids, max_new, .. } => prompt_ids.len() + max_new,
-            Work::Mas { cfg, question } => batch_slots(tok, prompts, cfg, std::slice::from_ref(question)).unwrap_or(0),
-        }
-    }
-}
-
 /// A request ready to queue.
 #[derive(Debug, Clone)]
 pub struct Plan {
