@@ -3,6 +3,7 @@
 //! trim_blocks + lstrip_blocks, Python string methods available).
 //!
 //! Operations: [`Tokenizer::load`], [`Tokenizer::encode`], [`Tokenizer::decode`], [`Tokenizer::render_chat`],
+//! [`Tokenizer::render_messages`] (a whole conversation),
 //! [`Tokenizer::len`] (ids the tokenizer can produce; the embedding may have more padding rows),
 //! [`Tokenizer::stop_ids`].
 
@@ -115,13 +116,25 @@ impl Tokenizer {
     /// Renders `[{system}, {user}]` with the generation prompt. `enable_thinking: None` leaves the variable
     /// undefined (the template's default: thinking on), as the LatentMAS reference does.
     pub fn render_chat(&self, system: Option<&str>, user: &str, enable_thinking: Option<bool>) -> Result<String> {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(s) = system {
+            messages.push(ChatMessage { role: "system".into(), content: s.to_string() });
+        }
+        messages.push(ChatMessage { role: "user".into(), content: user.to_string() });
+        self.render_messages(&messages, enable_thinking)
+    }
+
+    /// Renders a whole conversation (system, user and assistant turns in the caller's order) with the
+    /// generation prompt, as transformers' `apply_chat_template(messages, add_generation_prompt=True)` does.
+    /// The roles are passed to the template as given: which ones it accepts is the template's business.
+    pub fn render_messages(&self, messages: &[ChatMessage], enable_thinking: Option<bool>) -> Result<String> {
         // The template is the model's, i.e. input: it renders on a thread whose memory is bounded (see
         // alloc_guard), with bounded instructions (fuel) and bounded output.
-        let input_bytes = user.len() + system.map_or(0, str::len);
+        let input_bytes = messages.iter().map(|m| m.content.len()).fold(0usize, usize::saturating_add);
         let memory = TEMPLATE_MEMORY_BASE.saturating_add(input_bytes.saturating_mul(TEMPLATE_MEMORY_PER_INPUT_BYTE));
         let template = self.chat_template.clone();
-        let (system, user) = (system.map(str::to_string), user.to_string());
-        match run_bounded(memory, move || render(&template, system.as_deref(), &user, enable_thinking)) {
+        let messages = messages.to_vec();
+        match run_bounded(memory, move || render(&template, &messages, input_bytes, enable_thinking)) {
             Bounded::Done(r) => r,
             Bounded::Exceeded => Err(Error::Template(format!(
                 "rendering needed more than {memory} bytes of memory (its inputs are {input_bytes}); the \
@@ -133,7 +146,14 @@ impl Tokenizer {
     }
 }
 
-/// Renders `[{system}, {user}]` with `template` (see [`Tokenizer::render_chat`]).
+/// One turn of a conversation for [`Tokenizer::render_messages`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant` for Qwen3's template.
+    pub role: String,
+    pub content: String,
+}
+
 /// Distinct tokens of the model's vocabulary and the added tokens together: what
 /// `get_vocab_size(true)` returns, without building (and cloning 151k strings into) the merged map.
 fn vocab_len(inner: &tokenizers::Tokenizer) -> usize {
@@ -143,7 +163,13 @@ fn vocab_len(inner: &tokenizers::Tokenizer) -> usize {
     model.get_vocab_size() + added.keys().filter(|t| model.token_to_id(t).is_none()).count()
 }
 
-fn render(template: &str, system: Option<&str>, user: &str, enable_thinking: Option<bool>) -> Result<String> {
+/// Renders `messages` with `template` (see [`Tokenizer::render_messages`]); `input_bytes` is their size.
+fn render(
+    template: &str,
+    messages: &[ChatMessage],
+    input_bytes: usize,
+    enable_thinking: Option<bool>,
+) -> Result<String> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -151,12 +177,8 @@ fn render(template: &str, system: Option<&str>, user: &str, enable_thinking: Opt
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_template("chat", template).map_err(|e| Error::Template(e.to_string()))?;
     let tmpl = env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
-    let mut messages = Vec::new();
-    if let Some(s) = system {
-        messages.push(context! { role => "system", content => s });
-    }
-    messages.push(context! { role => "user", content => user });
-    let input_bytes = user.len() + system.map_or(0, str::len);
+    let messages: Vec<_> =
+        messages.iter().map(|m| context! { role => m.role.as_str(), content => m.content.as_str() }).collect();
     let limit = TEMPLATE_OUTPUT_BASE.saturating_add(input_bytes.saturating_mul(TEMPLATE_OUTPUT_PER_INPUT_BYTE));
     let mut out = BoundedOutput { bytes: Vec::new(), limit, exceeded: false };
     let rendered = match enable_thinking {
