@@ -55,10 +55,6 @@ pub struct Engine {
     /// its work (prompt tokens of every row, latent steps, the new-token limit): progress for an embedder
     /// (the C API's `lm_run` progress callback). None by default.
     pub on_phase: Option<Box<dyn FnMut(Phase, usize) + Send>>,
-    /// Told every token [`Engine::decode`] picks, `(row, id)`, after the call's own `on_token`: streaming for
-    /// an embedder whose decodes run inside a whole method ([`crate::mas::run::run_batch`]; the server streams
-    /// the final agent's text with it). None by default.
-    pub on_token: Option<Box<dyn FnMut(usize, u32) + Send>>,
 }
 
 /// A phase of the work [`Engine::on_phase`] reports.
@@ -226,7 +222,6 @@ impl Engine {
             max_context: model_context,
             abort: Arc::new(AtomicBool::new(false)),
             on_phase: None,
-            on_token: None,
         })
     }
 
@@ -446,9 +441,6 @@ impl Engine {
                 };
                 out[r].ids.push(id);
                 on_token(&self.tokenizer, r, id);
-                if let Some(f) = self.on_token.as_mut() {
-                    f(r, id);
-                }
                 if !stops.contains(&id) && out[r].ids.len() < max_new {
                     still.push(r);
                     next.push(id);

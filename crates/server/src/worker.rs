@@ -12,7 +12,7 @@ use engine::kv::KvBudget;
 use engine::latent::Alignment;
 use engine::mas::method::Method;
 use engine::mas::prompts::PromptSet;
-use engine::mas::run::{run_batch, RunConfig};
+use engine::mas::run::{run_batch_streaming, RunConfig, RunToken};
 
 use crate::api::Usage;
 use crate::batch;
@@ -131,7 +131,6 @@ fn serve(mut st: WorkerState, queue: &Queue) {
         }
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut st, &job)));
         st.engine.on_phase = None;
-        st.engine.on_token = None;
         job.control.finish();
         match outcome {
             Ok(Ok(())) => {
@@ -182,31 +181,17 @@ fn run(st: &mut WorkerState, job: &Job) -> engine::Result<()> {
     }
 }
 
-/// A TextMAS or LatentMAS run; the final agent's tokens are streamed (its decode is the last decode phase
-/// of the run: the only one of LatentMAS, the fourth of TextMAS).
+/// A TextMAS or LatentMAS run; the final agent's tokens are streamed.
 fn mas(st: &mut WorkerState, job: &Job, cfg: &RunConfig, question: &str) -> engine::Result<()> {
-    let final_decode = match cfg.method {
-        Method::Text => cfg.topology.agents().len(),
-        _ => 1,
+    let abort = st.engine.abort_flag();
+    let mut on_token = |_: &engine::tokenizer::Tokenizer, t: RunToken| {
+        if job.stream && t.is_final && job.events.send(Event::Token(t.id)).is_err() {
+            abort.store(true, Ordering::SeqCst);
+        }
     };
-    let decodes = Arc::new(AtomicUsize::new(0));
-    if job.stream {
-        let seen = decodes.clone();
-        st.engine.on_phase = Some(Box::new(move |phase, _| {
-            if phase == Phase::Decode {
-                seen.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-        let (seen, events, abort) = (decodes.clone(), job.events.clone(), st.engine.abort_flag());
-        st.engine.on_token = Some(Box::new(move |_, id| {
-            if seen.load(Ordering::SeqCst) == final_decode && events.send(Event::Token(id)).is_err() {
-                abort.store(true, Ordering::SeqCst);
-            }
-        }));
-    }
     let align = (cfg.method == Method::Latent).then_some(&st.align);
     let questions = [question.to_string()];
-    let mut out = run_batch(&mut st.engine, &st.prompts, align, cfg, &questions)?;
+    let mut out = run_batch_streaming(&mut st.engine, &st.prompts, align, cfg, &questions, &mut on_token)?;
     let report = out.reports.pop().ok_or_else(|| engine::Error::Other("the run returned no report".into()))?;
     let last_ids = out.traces.pop().and_then(|t| t.agents.last().map(|a| a.generated_ids.clone())).unwrap_or_default();
     let stops = st.engine.tokenizer.stop_ids();
