@@ -4,10 +4,10 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use engine::engine::{set_threads, DeviceKind, Engine, Phase};
+use engine::engine::{set_threads, DeviceKind, Engine};
 use engine::kv::KvBudget;
 use engine::latent::Alignment;
 use engine::mas::method::Method;
