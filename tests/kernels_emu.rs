@@ -493,7 +493,6 @@ fn emu_infrastructure_facts() {
             }
         }
         assert_eq!(report.len(), names.len() * 2, "unexpected kernels: {report:?}");
-        assert!(KernelTable(report).to_string().contains("no spills"));
     } else {
         let e = fatbin().unwrap_err().to_string();
         assert!(e.contains("install_cuda.sh"), "{e}");

@@ -30,8 +30,6 @@ use std::ffi::CStr;
 
 pub use params::*;
 pub use report::{kernel_report, KernelInfo};
-#[cfg(feature = "cli")]
-pub use report::{print_kernel_table, KernelTable};
 
 use crate::error::{Error, Result};
 
