@@ -1,4 +1,4 @@
-//! Every CUDA kernel of `kernels/`, executed on the CPU by the host emulator from the very same source,
+//! Every CUDA kernel of `crates/kernels/cuda/`, executed on the CPU by the host emulator from the very same source,
 //! against its cpu twin (src/backend/cpu, src/kv.rs, or a twin written out below), plus one negative test
 //! per emulator check.
 //!

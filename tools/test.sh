@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full test suite, as CI runs it, on a machine with only a Rust toolchain and python3:
-# - installs the pinned CUDA 13.0 compiler wheels (so build.rs compiles the kernels with nvcc; nothing CUDA is
+# - installs the pinned CUDA 13.0 compiler wheels (so crates/kernels/build.rs compiles the kernels with nvcc; nothing CUDA is
 #   needed to RUN the tests) and the code sandbox's Python (a venv with numpy, tools/install_sandbox_python.sh);
 # - runs every test (as root, the code sandbox's tests also without user namespaces and as nobody);
 # - reruns the kernel tests with the emulator in ThreadSanitizer mode (one OS thread per CUDA thread; catches

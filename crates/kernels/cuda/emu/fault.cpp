@@ -1,4 +1,4 @@
-/* kernels/emu/fault.cpp: see fault.h. */
+/* crates/kernels/cuda/emu/fault.cpp: see fault.h. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>

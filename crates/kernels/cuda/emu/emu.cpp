@@ -1,4 +1,4 @@
-/* kernels/emu/emu.cpp: the host emulator's runtime (see emu.h for what is modelled and what is checked).
+/* crates/kernels/cuda/emu/emu.cpp: the host emulator's runtime (see emu.h for what is modelled and what is checked).
  *
  * One launch at a time per process (g_launch_mu): static __shared__ variables are plain statics, so two
  * concurrent launches would share them. Tests running in parallel simply queue here.

@@ -1,10 +1,10 @@
-/* kernels/params.h: the parameter structs of every kernel, shared by three compilers.
+/* crates/kernels/cuda/params.h: the parameter structs of every kernel, shared by three compilers.
  *
  * - nvcc: each kernel takes ONE argument, its params struct, by value (`latentmas_x(const LmasXParams p)`);
  *   the cuda backend launches it through cudarc by pushing the struct's bytes as the only kernel argument.
- * - g++ (host emulation, kernels/emu/): the same kernels run on the CPU, and the `lmas_plan_*` launch
+ * - g++ (host emulation, crates/kernels/cuda/emu/): the same kernels run on the CPU, and the `lmas_plan_*` launch
  *   planners (host code at the end of each .cu file) give grid, block and shared memory for both routes.
- * - Rust: src/kernels/params.rs mirrors every struct `#[repr(C)]`; a test compares sizes, field offsets and
+ * - Rust: crates/kernels/src/params.rs mirrors every struct `#[repr(C)]`; a test compares sizes, field offsets and
  *   the constants below with the values this header gives the C compiler (lmas_layout_table()).
  *
  * Rules that keep the three views identical: fixed-width fields only, pointers are 8 bytes (Rust: u64 device
@@ -27,7 +27,7 @@ extern "C" {
 typedef struct __nv_bfloat16 lmas_bf16;
 
 /* ------------------------------------------------------------------------------------------------------ */
-/* Tunables. Each is a compile-time constant of the kernels; Rust mirrors them (src/kernels/params.rs).     */
+/* Tunables. Each is a compile-time constant of the kernels; Rust mirrors them (crates/kernels/src/params.rs).     */
 /* ------------------------------------------------------------------------------------------------------ */
 
 /* RMSNorm: one block per row; 256 threads stream a row of up to a few thousand elements in 1-3 16-byte loads. */

@@ -1,4 +1,4 @@
-/* csrc/nvtx_shim.c: NVTX ranges for Nsight Systems, without linking anything.
+/* crates/kernels/nvtx_shim.c: NVTX ranges for Nsight Systems, without linking anything.
  *
  * NVTX v3 is header-only: the first call looks for the tool named by NVTX_INJECTION64_PATH (set by
  * `nsys profile`) and, without one, every later call is a no-op through a function pointer. build.rs

@@ -1,13 +1,13 @@
-/* kernels/common.cuh: what every kernel file includes.
+/* crates/kernels/cuda/common.cuh: what every kernel file includes.
  *
- * - The CUDA surface: <cuda_bf16.h> under nvcc, kernels/emu/emu.h in the host-emulation build (-DLMAS_EMU).
+ * - The CUDA surface: <cuda_bf16.h> under nvcc, crates/kernels/cuda/emu/emu.h in the host-emulation build (-DLMAS_EMU).
  * - LMAS_DYN_SHARED(T, name): a T* to the launch's dynamic shared memory (16-byte aligned).
  * - LMAS_EMU_ENTRY(op, Params, LMAS_KERNEL(k1), ...): the op's emulation entry (nothing under nvcc).
  * - bf16 helpers (f32 math, bf16 storage): 8-wide 16-byte vector loads/stores, round-to-nearest-even stores.
  * - Warp and block reductions over all 32 lanes (blocks are always whole warps).
  *
  * Everything here is header-only and `static`/inline so that the fatbin build (one translation unit that
- * includes every kernels/<op>.cu) and the emulation build (one object per file) both link.
+ * includes every crates/kernels/cuda/<op>.cu) and the emulation build (one object per file) both link.
  */
 #ifndef LMAS_COMMON_CUH
 #define LMAS_COMMON_CUH

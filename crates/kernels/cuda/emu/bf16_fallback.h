@@ -1,4 +1,4 @@
-/* kernels/emu/bf16_fallback.h: bit-exact bf16 <-> f32 conversions for builds without cuda_bf16.h.
+/* crates/kernels/cuda/emu/bf16_fallback.h: bit-exact bf16 <-> f32 conversions for builds without cuda_bf16.h.
  *
  * Same algorithm as the host path of CUDA's cuda_bf16.hpp (__internal_float2bfloat16 + round to nearest
  * even): any NaN becomes the canonical 0x7FFF, everything else is rounded to nearest, ties to even, with

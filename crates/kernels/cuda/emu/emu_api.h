@@ -1,6 +1,6 @@
-/* kernels/emu/emu_api.h: the C interface between Rust (src/kernels/emu.rs) and the host emulator.
+/* crates/kernels/cuda/emu/emu_api.h: the C interface between Rust (crates/kernels/src/emu.rs) and the host emulator.
  *
- * Every op `x` of kernels/<op>.cu exports `int lmas_emu_x(const LmasXParams*, const LmasEmuOptions*,
+ * Every op `x` of crates/kernels/cuda/<op>.cu exports `int lmas_emu_x(const LmasXParams*, const LmasEmuOptions*,
  * LmasEmuError*)`: it asks the op's planner (lmas_plan_x) for the launches and runs each of them on the CPU.
  * The return value is the error code (0 = ok); the message says what happened, where, in which block and
  * thread. Nothing aborts the process: a violation is an error value, so tests can assert it.
@@ -56,7 +56,7 @@ uint32_t lmas_emu_build_flags(void);
  * number of mismatches (0), or -1 when this build has no cuda_bf16.h to compare with. */
 int64_t lmas_emu_bf16_selfcheck(void);
 
-/* Entries of the layout table (see kernels/emu/layout.cpp): struct / field / offset-or-value / size. */
+/* Entries of the layout table (see crates/kernels/cuda/emu/layout.cpp): struct / field / offset-or-value / size. */
 typedef struct LmasLayoutEntry {
     const char* scope;
     const char* name;
@@ -80,7 +80,7 @@ struct LmasLaunch;
 int lmas_emu_launch_named(const char* kernel, const struct LmasLaunch* launch, const void* params,
                           size_t params_bytes, uint32_t max_dyn_shared, const LmasEmuOptions* o, LmasEmuError* e);
 
-/* Negative tests of the emulator's checks (kernels/emu/selftest.cu, emulation build only). */
+/* Negative tests of the emulator's checks (crates/kernels/cuda/emu/selftest.cu, emulation build only). */
 #define LMAS_EMU_TEST_RACE 0          /* thread 0 writes shared s[0], all read it, no barrier */
 #define LMAS_EMU_TEST_RACE_FIXED 1    /* the same with the barrier (control: no report, schedules agree) */
 #define LMAS_EMU_TEST_MASK_MISSING 2  /* full-mask shuffle in a 16-thread block (lanes 16-31 do not exist) */

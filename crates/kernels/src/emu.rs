@@ -1,5 +1,5 @@
-//! The host emulator: runs an op's real kernels (`kernels/<op>.cu`, compiled by g++ against
-//! `kernels/emu/emu.h`) on the CPU, with the launches of the op's own planner.
+//! The host emulator: runs an op's real kernels (`crates/kernels/cuda/<op>.cu`, compiled by g++ against
+//! `crates/kernels/cuda/emu/emu.h`) on the CPU, with the launches of the op's own planner.
 //!
 //! Modes ([`Mode`]): a block's threads are ucontext fibers on the calling thread (default; deterministic,
 //! resumed in [`Schedule::Forward`] or [`Schedule::Reverse`] thread order) or one OS thread per CUDA thread
@@ -81,12 +81,6 @@ impl fmt::Display for EmuError {
 }
 
 impl std::error::Error for EmuError {}
-
-impl From<EmuError> for crate::Error {
-    fn from(e: EmuError) -> Self {
-        crate::Error::Device(format!("kernel emulation: {e}"))
-    }
-}
 
 /// Variants of the planted-bug kernels ([`super::EmuTestParams`]), one per emulator check.
 pub mod test_variant {

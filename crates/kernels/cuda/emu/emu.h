@@ -1,7 +1,7 @@
-/* kernels/emu/emu.h: the CUDA surface the kernels use, implemented on the CPU (host emulation).
+/* crates/kernels/cuda/emu/emu.h: the CUDA surface the kernels use, implemented on the CPU (host emulation).
  *
- * The kernels in kernels/<op>.cu are compiled twice from the same source: by nvcc for the GPU, and by g++
- * (C++20, -x c++, -DLMAS_EMU) with this header for tests that run them on the CPU (kernels/emu/emu.cpp runs
+ * The kernels in crates/kernels/cuda/<op>.cu are compiled twice from the same source: by nvcc for the GPU, and by g++
+ * (C++20, -x c++, -DLMAS_EMU) with this header for tests that run them on the CPU (crates/kernels/cuda/emu/emu.cpp runs
  * the launches). What the emulator models:
  *
  * - Blocks run one after another. A block's threads run either as fibers on the calling thread
@@ -32,7 +32,7 @@
 #define LMAS_EMU_H
 
 #ifndef LMAS_EMU
-#error "kernels/emu/emu.h is for the host-emulation build (-DLMAS_EMU)"
+#error "crates/kernels/cuda/emu/emu.h is for the host-emulation build (-DLMAS_EMU)"
 #endif
 
 #include <math.h>

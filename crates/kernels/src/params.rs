@@ -1,4 +1,4 @@
-//! `#[repr(C)]` mirrors of `kernels/params.h` (and of the emulator's `kernels/emu/emu_api.h`).
+//! `#[repr(C)]` mirrors of `crates/kernels/cuda/params.h` (and of the emulator's `crates/kernels/cuda/emu/emu_api.h`).
 //!
 //! Every field has the C type's size and offset; `tests/kernels_emu.rs` (`params_layout_matches_c`)
 //! compares them, and the constants below, with what the C compiler sees (`lmas_layout_table`). Device
@@ -223,7 +223,7 @@ pub struct ArgmaxParams {
 }
 
 /// temperature → top-k → top-p sampling at `uniform[r]` in [0, 1) (inverse CDF in id order). Kernel
-/// `latentmas_sample`; see `kernels/sampling.cu` for the exact semantics.
+/// `latentmas_sample`; see `crates/kernels/cuda/sampling.cu` for the exact semantics.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SampleParams {
@@ -242,7 +242,7 @@ pub struct SampleParams {
     pub top_p: f32,
 }
 
-/// A planted-bug kernel of the emulator's self-test (`kernels/emu/selftest.cu`, emulation only).
+/// A planted-bug kernel of the emulator's self-test (`crates/kernels/cuda/emu/selftest.cu`, emulation only).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmuTestParams {

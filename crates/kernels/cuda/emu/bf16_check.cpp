@@ -1,4 +1,4 @@
-/* kernels/emu/bf16_check.cpp: lmas_emu_bf16_selfcheck() compares the fallback bf16 conversions
+/* crates/kernels/cuda/emu/bf16_check.cpp: lmas_emu_bf16_selfcheck() compares the fallback bf16 conversions
  * (bf16_fallback.h, used when a build has no CUDA headers) with the host paths of CUDA's cuda_bf16.h.
  * Inputs: every bf16 bit pattern (bf16 -> f32), and for f32 -> bf16 every 16-bit high half combined with
  * 64 low halves that include the rounding-critical ones (0, 1, 0x7fff, 0x8000, 0x8001, 0xffff, ...): all

@@ -1,5 +1,5 @@
-/* kernels/emu/layout.cpp: sizes, field offsets and constants of kernels/params.h as the C compiler sees
- * them, for the Rust test that keeps src/kernels/params.rs (the #[repr(C)] mirror) identical.
+/* crates/kernels/cuda/emu/layout.cpp: sizes, field offsets and constants of crates/kernels/cuda/params.h as the C compiler sees
+ * them, for the Rust test that keeps crates/kernels/src/params.rs (the #[repr(C)] mirror) identical.
  * Add a line here for every struct, field and constant added to params.h.
  */
 #include <stddef.h>

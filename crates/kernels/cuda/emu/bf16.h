@@ -1,4 +1,4 @@
-/* kernels/emu/bf16.h: the slice of cuda_bf16.h / vector_types.h that the kernels use, for emulation builds
+/* crates/kernels/cuda/emu/bf16.h: the slice of cuda_bf16.h / vector_types.h that the kernels use, for emulation builds
  * that have no CUDA headers (no CUDA_HOME). The conversions are bit-exact with CUDA's host paths
  * (bf16_fallback.h). Kernels use ONLY: __nv_bfloat16, __nv_bfloat162, __float2bfloat16(_rn),
  * __bfloat162float, __bfloat16_as_ushort, __ushort_as_bfloat16, uint2/uint4/float2/float4/uint3 and their
