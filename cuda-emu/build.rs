@@ -1,4 +1,4 @@
-//! Build script: the host emulator and every `kernels/<op>.cu`, compiled exactly as the main crate's
+//! Build script: the host emulator and every `crates/kernels/cuda/<op>.cu`, compiled exactly as the main crate's
 //! build.rs compiles them for emulation (C++20, `-DLMAS_EMU`, libc only), with the bit-exact bf16 fallback
 //! (no CUDA headers needed), into the static library this crate's kernel launches call.
 
@@ -17,11 +17,11 @@ fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let kdir = root.parent().expect("crate inside the repository").join("kernels");
+    let kdir = root.parent().expect("crate inside the repository").join("crates/kernels/cuda");
     println!("cargo:rerun-if-changed=build.rs");
     // Relative to this crate (as cargo reads it): a target directory copied to another checkout then
     // watches that checkout's kernels, not the ones it was first built from.
-    println!("cargo:rerun-if-changed=../kernels");
+    println!("cargo:rerun-if-changed=../crates/kernels/cuda");
     let base = || {
         let mut b = cc::Build::new();
         b.cpp(true)

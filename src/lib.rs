@@ -10,36 +10,25 @@
 //! - [`mas`]: prompts, agents, topologies, baselines, reports; [`answer`]: the answer a report carries.
 //! - [`alloc_guard`]: the allocator, which bounds the memory of a chat template's render.
 //!
-//! What only the CLI uses (feature `cli`, default on; the C library leaves it out):
-//! - `eval`: datasets, scoring, the code sandbox, results files and reports; `bench`: the benchmarks.
-//! - `output` + `interrupt`: files written whole or not at all, and cleanup on SIGINT/SIGTERM.
+//! What only the CLI uses (evaluation, benchmarks, output files, signal cleanup) is the `latentmas-cli`
+//! crate (crates/cli); the C library is `latentmas-capi` (crates/capi).
 //!
-//! Other features: `hub` (model ids downloaded from the Hugging Face hub), `emu` (the host kernel emulator
+//! Features: `hub` (model ids downloaded from the Hugging Face hub), `emu` (the host kernel emulator
 //! and the `emu` device).
 
 pub mod alloc_guard;
 pub mod answer;
 pub mod backend;
-#[cfg(feature = "cli")]
-pub mod bench;
 pub mod cache;
 pub mod engine;
 pub mod error;
-#[cfg(feature = "cli")]
-pub mod eval;
-#[cfg(feature = "cli")]
-pub mod interrupt;
 pub mod kernels;
 pub mod kv;
 pub mod latent;
 pub mod mas;
 pub mod model;
-#[cfg(feature = "cli")]
-pub mod output;
 pub mod sample;
 pub mod startup;
-#[cfg(feature = "cli")]
-pub mod table;
 pub mod text_stream;
 pub mod tokenizer;
 pub mod tokenizer_json;

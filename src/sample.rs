@@ -2,7 +2,7 @@
 //! temperature → top-k → top-p in that order (the LatentMAS reference: 0.6, 20, 0.95), seedable.
 //! Only ids below the tokenizer's length are ever candidates: the embedding's padding rows are skipped.
 //!
-//! The rule is the one the CUDA `latentmas_sample` kernel implements (kernels/sampling.cu), so both backends
+//! The rule is the one the CUDA `latentmas_sample` kernel implements (crates/kernels/cuda/sampling.cu), so both backends
 //! pick the same id for the same uniform number u:
 //! - top-k keeps every id whose logit is ≥ the k-th largest (ties with the k-th are kept, as transformers'
 //!   TopKLogitsWarper does);

@@ -1,6 +1,6 @@
 //! The `emu` device (the cuda backend's op sequence, bf16 layout, kernels and graphs, run by the host
 //! emulator) against transformers' goldens and the cpu backend. The checks and their tolerances live in
-//! tests/gpu_checks/ (shared with tests/cuda_backend.rs, which runs them on a GPU).
+//! tests/gpu_checks/ (shared with crates/cli/tests/cuda_backend.rs, which runs them on a GPU).
 
 mod common;
 mod gpu_checks;

@@ -1,4 +1,4 @@
-//! Every CUDA kernel of `kernels/`, executed on the CPU by the host emulator from the very same source,
+//! Every CUDA kernel of `crates/kernels/cuda/`, executed on the CPU by the host emulator from the very same source,
 //! against its cpu twin (src/backend/cpu, src/kv.rs, or a twin written out below), plus one negative test
 //! per emulator check.
 //!
@@ -493,7 +493,6 @@ fn emu_infrastructure_facts() {
             }
         }
         assert_eq!(report.len(), names.len() * 2, "unexpected kernels: {report:?}");
-        assert!(KernelTable(report).to_string().contains("no spills"));
     } else {
         let e = fatbin().unwrap_err().to_string();
         assert!(e.contains("install_cuda.sh"), "{e}");

@@ -35,7 +35,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Kept in sync with src/bench/workloads.rs.
+# Kept in sync with crates/cli/src/bench/workloads.rs.
 QUESTION = (
     "A bakery sells muffins for $3 each and cookies for $2 each. On Monday it sold 45 muffins and twice as many "
     "cookies as muffins. On Tuesday it sold 20% more muffins than on Monday and 30 cookies fewer than on Monday. "
@@ -46,7 +46,7 @@ TRIAD_FLOATS = 64 << 20
 
 
 def synthetic_ids(n, vocab_limit):
-    """The prompt ids latentmas uses (src/bench/workloads.rs)."""
+    """The prompt ids latentmas uses (crates/cli/src/bench/workloads.rs)."""
     return [(1000 + i * 7919) % min(150_000, vocab_limit) for i in range(n)]
 
 

@@ -28,8 +28,8 @@ TESTS=(cuda_backend)
 args=()
 for t in "${TESTS[@]}"; do args+=(--test "$t"); done
 log "building the CLI and ${TESTS[*]} (release, kernels compiled)"
-cargo build --release --bin latentmas >&2
-exes="$(cargo test --release --no-run --message-format=json "${args[@]}" 2>/dev/null |
+cargo build --release -p latentmas-cli --bin latentmas >&2
+exes="$(cargo test --release -p latentmas-cli --no-run --message-format=json "${args[@]}" 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -43,9 +43,10 @@ while read -r name exe; do
   strip -o "$DIR/tests/$name" "$exe"
 done <<<"$exes"
 for t in "${TESTS[@]}"; do
-  [[ -x "$DIR/tests/$t" ]] || { log "error: no test binary for tests/$t.rs"; exit 1; }
+  [[ -x "$DIR/tests/$t" ]] || { log "error: no test binary for crates/cli/tests/$t.rs"; exit 1; }
 done
-# The fixtures the tests read (relative paths from the bundle root, as from the crate root).
+# The fixtures the tests read (relative paths from the bundle root, as from crates/cli, whose tests/data links
+# to the root's).
 mkdir -p "$DIR/tests/data"
 cp -r tests/data/golden tests/data/qwen3-tokenizer tests/data/prompts_tiny.json "$DIR/tests/data/"
 for m in tests/data/tiny-*; do cp -r "$m" "$DIR/tests/data/"; done

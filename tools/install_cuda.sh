@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Installs the CUDA 13.0 compiler toolchain that build.rs needs to compile kernels/<op>.cu into the fatbin:
+# Installs the CUDA 13.0 compiler toolchain that crates/kernels/build.rs needs to compile crates/kernels/cuda/<op>.cu into the fatbin:
 # the five pinned PyPI wheels of DESIGN.md ("Build") plus the NVTX headers, into a cache directory (no root, no driver,
 # ~270 MB, a few seconds). Idempotent: when every pinned wheel is already there, nothing is downloaded.
 #
 #   usage: tools/install_cuda.sh [DIR]        (default DIR: $HOME/.cache/latentmas/cuda13)
 #   then:  export CUDA_HOME="$(tools/install_cuda.sh)"   # the script prints only the CUDA_HOME on stdout
-#          cargo build                                   # build.rs finds $CUDA_HOME/bin/nvcc
+#          cargo build                                   # crates/kernels/build.rs finds $CUDA_HOME/bin/nvcc
 #
 # Why these: nvcc (driver + ptxas + fatbinary), nvvm (cicc, the device front end), crt (device headers),
 # runtime (cuda_runtime.h and friends), cccl (required by cuda_bf16.h), and nvtx (the header-only NVTX v3 that
-# csrc/nvtx_shim.c compiles; 148 KB). All pinned to CUDA 13.0, whose PTX the
+# crates/kernels/nvtx_shim.c compiles; 148 KB). All pinned to CUDA 13.0, whose PTX the
 # GPU machines' 580 driver accepts. There is no libcuda stub here, which is fine: nothing CUDA is linked at build
 # time; the binary loads the driver at run time through cudarc.
 set -euo pipefail

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The full test suite, as CI runs it, on a machine with only a Rust toolchain and python3:
-# - installs the pinned CUDA 13.0 compiler wheels (so build.rs compiles the kernels with nvcc; nothing CUDA is
+# - installs the pinned CUDA 13.0 compiler wheels (so crates/kernels/build.rs compiles the kernels with nvcc; nothing CUDA is
 #   needed to RUN the tests) and the code sandbox's Python (a venv with numpy, tools/install_sandbox_python.sh);
 # - runs every test (as root, the code sandbox's tests also without user namespaces and as nobody);
 # - reruns the kernel tests with the emulator in ThreadSanitizer mode (one OS thread per CUDA thread; catches
 #   missing barriers), built in its own target directory (target/tsan) so that target/release keeps binaries
 #   free of libtsan; the last steps check that it did and that the C library holds only the engine;
 # - builds the Python bindings into a venv (tools/install_python_bindings.sh) and runs their pytest tests.
-# Usage: tools/test.sh [extra cargo test args, e.g. --test golden_forward]
+# Usage: tools/test.sh [extra cargo test args, e.g. --test golden_forward, or -p latentmas-cli --test cli]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CUDA_HOME="$(tools/install_cuda.sh)"
@@ -22,7 +22,7 @@ export LATENTMAS_CUDA_EMU
 cargo build --release -p latentmas-capi
 tools/check_capi_contents.sh target/release/liblatentmas.a
 # --nocapture: tests that cannot run here (no ../shared, no valgrind) say SKIP in the log; the GPU tests
-# (tests/cuda_backend.rs, its own harness) are reported as ignored, with the reason, without a device.
+# (crates/cli/tests/cuda_backend.rs, its own harness) are reported as ignored, with the reason, without a device.
 cargo test --release "$@" -- --nocapture
 cargo test --release -p cuda-emu
 # The Python bindings, built by pip (maturin) into their own venv, against the CLI built above.
@@ -33,9 +33,9 @@ fi
 # The code sandbox's other two paths, when we are root: root-owned namespaces (where the kernel refuses
 # user namespaces), and an ordinary user (nobody) running the evaluator.
 if [[ "$(id -u)" == 0 && $# == 0 ]]; then
-  LATENTMAS_SANDBOX_NO_USERNS=1 cargo test --release --test sandbox_escapes --test eval_code_exec -- --nocapture
+  LATENTMAS_SANDBOX_NO_USERNS=1 cargo test --release -p latentmas-cli --test sandbox_escapes --test eval_code_exec -- --nocapture
   for t in sandbox_escapes eval_code_exec; do
-    bin="$(cargo test --release --test "$t" --no-run --message-format=json 2>/dev/null \
+    bin="$(cargo test --release -p latentmas-cli --test "$t" --no-run --message-format=json 2>/dev/null \
       | python3 -c 'import json, sys; print([json.loads(l)["executable"] for l in sys.stdin if "\"executable\":\"" in l][-1])')"
     if setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$bin"; then
       setpriv --reuid=65534 --regid=65534 --clear-groups env LATENTMAS_PYTHON="$LATENTMAS_PYTHON" "$bin" --nocapture

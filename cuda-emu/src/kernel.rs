@@ -1,4 +1,4 @@
-//! A kernel launch as the stream runs it: the host emulator (`kernels/emu/`, the same `.cu` sources as the
+//! A kernel launch as the stream runs it: the host emulator (`crates/kernels/cuda/emu/`, the same `.cu` sources as the
 //! fatbin) runs the kernel found by its symbol name, with the parameter bytes the driver assembled from
 //! `cuLaunchKernel`'s arguments exactly as received.
 

@@ -22,7 +22,7 @@ sys.dont_write_bytecode = True  # never leave __pycache__ in the user's checkout
 QUESTION = "{question}"
 CTX = "{ctx}"
 ROLES = ["planner", "critic", "refiner", "judger"]
-# The benchmarks of each prompt family, as the engine groups them (src/eval/task.rs).
+# The benchmarks of each prompt family, as the engine groups them (crates/cli/src/eval/task.rs).
 FAMILIES = {
     "math": ["gsm8k", "aime2024", "aime2025"],
     "mc": ["arc_easy", "arc_challenge", "gpqa"],

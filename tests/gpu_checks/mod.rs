@@ -1,6 +1,6 @@
 //! Checks of a kernel-running device (`backend::gpu::GpuModel` over emu or cuda) against transformers'
 //! goldens (tests/data/golden/) and against the cpu backend. tests/emu_backend.rs runs every check on the
-//! emu device, tests/cuda_backend.rs the same checks on a GPU (ignored without one). "emu"/"the device" below
+//! emu device, crates/cli/tests/cuda_backend.rs the same checks on a GPU (ignored without one). "emu"/"the device" below
 //! mean whichever device the check runs on.
 //!
 //! Tolerances (bf16 storage of weights, activations and KV; f32 accumulation everywhere):

@@ -38,9 +38,15 @@ pub fn run(trials: Vec<Trial>) -> ! {
     libtest_mimic::run(&Arguments::from_args(), trials).exit()
 }
 
+/// The checkout's root (the folder of Cargo.lock), for the test crates of crates/ as for the engine's.
+pub fn workspace_root() -> PathBuf {
+    let krate = Path::new(env!("CARGO_MANIFEST_DIR"));
+    krate.ancestors().find(|d| d.join("Cargo.lock").is_file()).unwrap_or(krate).to_path_buf()
+}
+
 /// `rel` under ../shared (next to the checkout), or why not: users' clones have no ../shared.
 pub fn shared(rel: &str) -> Result<PathBuf, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel);
+    let path = workspace_root().join("../shared").join(rel);
     if path.exists() {
         Ok(path)
     } else {

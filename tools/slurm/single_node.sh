@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node Slurm cluster on this machine, for trying tools/slurm/eval.sbatch and for
-# tests/slurm_eval.rs: installs Debian's slurm-wlm and munge when missing, writes a minimal slurm.conf (this
+# crates/cli/tests/slurm_eval.rs: installs Debian's slurm-wlm and munge when missing, writes a minimal slurm.conf (this
 # host as the one node, all its CPUs and memory, no cgroups, no accounting database), and starts munged,
 # slurmctld and slurmd as daemons (no systemd needed). Idempotent. Needs root.
 #

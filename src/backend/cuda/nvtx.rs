@@ -1,7 +1,7 @@
 //! NVTX ranges (Nsight Systems timelines): `let _r = nvtx::range("prefill");` marks everything until the
 //! guard drops. The engine opens one per phase (prefill / latent / decode) and the LatentMAS runner one per
 //! agent. Costs a function-pointer call when no profiler is attached; a no-op in a build without the NVTX
-//! headers ([`available`] is false then). See csrc/nvtx_shim.c and docs/PROFILING.md.
+//! headers ([`available`] is false then). See crates/kernels/nvtx_shim.c and docs/PROFILING.md.
 
 use std::ffi::{c_char, CString};
 

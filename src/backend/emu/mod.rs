@@ -2,7 +2,7 @@
 //! CPU. [`EmuModel`] is [`GpuModel`] (the forward every kernel-running device shares) over [`HostDevice`]:
 //!
 //! - buffers are host allocations (256-byte aligned, zeroed) whose addresses are the kernels' [`DevPtr`]s;
-//! - a kernel op runs its real `kernels/<op>.cu` through the host emulator ([`emu::emulate`]);
+//! - a kernel op runs its real `crates/kernels/cuda/<op>.cu` through the host emulator ([`emu::emulate`]);
 //! - a GEMM is a CPU GEMM with bf16 inputs, f32 accumulation and bf16 (or f32) output, in place of cuBLAS;
 //! - a graph is the list of queued operations recorded between `begin_capture` and `end_capture` (nothing
 //!   runs while recording, as on a GPU), replayed with the params and addresses it was recorded with;

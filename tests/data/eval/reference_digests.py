@@ -2,7 +2,7 @@
 """Digests of (question, gold) for every item of the real benchmark files, computed the way the
 reference's data.py builds them (Gen-Verse/LatentMAS @ 1430ad6), without the `datasets` library.
 
-tests/eval_real_data.rs computes the same digest from our loader and compares. Rerun after changing the
+crates/cli/tests/eval_real_data.rs computes the same digest from our loader and compares. Rerun after changing the
 data files:  python3 tests/data/eval/reference_digests.py ../shared/data
 Digest: sha256 over, for each item in file order, question + "\\0" + gold + "\\0" (UTF-8).
 """
