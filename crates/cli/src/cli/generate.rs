@@ -63,22 +63,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     engine.prefill(&mut row, &[&prompt_ids], true)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let mut shown = String::new();
-    let mut ids: Vec<u32> = Vec::new();
+    let mut pieces = latentmas::text_stream::TextStream::new();
     let json = a.json;
-    // Stream: decode everything so far and print the new suffix once it is complete UTF-8.
+    // Stream: print each piece once it is complete UTF-8.
     let stream = |tok: &latentmas::tokenizer::Tokenizer, _row: usize, id: u32| {
         if json {
             return;
         }
-        ids.push(id);
-        if let Ok(text) = tok.decode(&ids, true) {
-            if !text.ends_with('\u{FFFD}') && text.len() > shown.len() && text.starts_with(&shown) {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&text.as_bytes()[shown.len()..]);
-                let _ = out.flush();
-                shown = text;
-            }
+        if let Ok(piece) = pieces.push(tok, id) {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
         }
     };
     let decoded = engine.decode(&mut row, &params, a.max_new_tokens, stream)?;
