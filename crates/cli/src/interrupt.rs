@@ -125,14 +125,20 @@ impl Drop for TempPath {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Held by every unit test that registers a cleanup (a temp file, a hook): the test above runs all of
+    /// them, and would remove another test's temp file under its feet.
+    pub(crate) static CLEANUPS: Mutex<()> = Mutex::new(());
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
-    // One test: `run_cleanups` takes every registered cleanup, so parallel tests would see each other's.
+    // One test: `run_cleanups` takes every registered cleanup, so parallel tests would see each other's; the
+    // other unit tests that register temp files hold [`CLEANUPS`] too.
     #[test]
     fn temp_paths_and_cleanups() {
+        let _only_registrant = CLEANUPS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(format!("latentmas-interrupt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));

@@ -163,6 +163,7 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces_and_leaves_nothing() {
+        let _cleanups = crate::interrupt::tests::CLEANUPS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = scratch("atomic");
         let f = dir.join("a.json");
         write_atomic(&f, b"one", "--x").expect("writes");
