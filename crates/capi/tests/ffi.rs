@@ -1,7 +1,8 @@
 //! The C ABI from C: the header's struct layouts are the Rust ones, the shared library exports exactly the
 //! header's functions (tests/header.rs checks that the header is the one cbindgen generates), `ffi/examples/run.c` builds with the system C compiler against the static and the shared
 //! library and gives the CLI's report, every entry point rejects bad arguments with the documented codes
-//! (`ffi/tests/abi_check.c`), one engine serves several threads, and the example is clean under valgrind.
+//! (`ffi/tests/abi_check.c`), one engine serves several threads, the examples are clean under valgrind, and
+//! `ffi/examples/stream_run.c` streams one LatentMAS answer and aborts another mid-decode.
 //!
 //! The libraries are the ones `cargo build --release -p latentmas-capi` put in target/<profile> (see
 //! [`lib_dir`]); the C programs go to target/tmp/ffi.
@@ -511,4 +512,43 @@ fn stream_example_streams_a_latent_chain() {
     let bad = run_in_root(&exe, &["/nonexistent/model"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("LM_ERR_MODEL"));
+}
+
+/// The lm_run streaming example: the first question's answer streams token by token and is the CLI's text
+/// for the same run; the second (the same question, so the same greedy tokens) is aborted by its token
+/// callback after 2 tokens, mid-decode, and the engine answers a third one afterwards.
+#[test]
+fn stream_run_example_streams_one_answer_and_aborts_another() {
+    let exe = build_c("ffi/examples/stream_run.c", "stream_run", false);
+    let flags = ["--latent-steps", "2", "--max-new-tokens", "8"];
+    let mut args = flags.to_vec();
+    args.extend([TINY, QUESTION, "--abort-after", "2", QUESTION, "--abort-after", "100000", QUESTION]);
+    let stdout = check(&run_in_root(&exe, &args), "ffi/examples/stream_run.c");
+    let section = |k: usize| {
+        let start = stdout.find(&format!("== question {k} ==\n")).unwrap_or_else(|| panic!("question {k}: {stdout}"));
+        let body = &stdout[start + format!("== question {k} ==\n").len()..];
+        let end = body.find("\n== ").unwrap_or_else(|| panic!("question {k} has no end line: {stdout}"));
+        let status = body[end + 4..].lines().next().unwrap().to_string();
+        (body[..end].to_string(), status)
+    };
+    let (first, first_status) = section(1);
+    let (cut, cut_status) = section(2);
+    let (third, third_status) = section(3);
+
+    let cli = Command::new(cli_exe())
+        .args(["run", "--model", TINY, "--question", QUESTION, "--method", "latent", "--greedy"])
+        .args(flags)
+        .arg("--json")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_str(check(&cli, "latentmas run").trim()).unwrap();
+    let generated = cli["totals"]["generated_tokens"].as_u64().unwrap();
+    assert!(generated > 2, "the test needs an answer longer than the abort point: {cli}");
+    assert_eq!(first.trim(), cli["text"].as_str().unwrap().trim(), "streamed vs the CLI's text");
+    assert!(first_status.starts_with(&format!("done: {generated} tokens")), "{first_status}");
+
+    assert!(cut_status.starts_with("aborted after 2 tokens: ") && cut_status.contains("aborted"), "{cut_status}");
+    assert!(!cut.is_empty() && first.starts_with(&cut) && cut.len() < first.len(), "{cut:?} vs {first:?}");
+    assert_eq!((third, third_status), (first, first_status), "the engine after an abort");
 }

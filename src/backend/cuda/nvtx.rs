@@ -2,6 +2,11 @@
 //! guard drops. The engine opens one per phase (prefill / latent / decode) and the LatentMAS runner one per
 //! agent. Costs a function-pointer call when no profiler is attached; a no-op in a build without the NVTX
 //! headers ([`available`] is false then). See crates/kernels/nvtx_shim.c and docs/PROFILING.md.
+//!
+//! Why not cudarc's `nvtx` feature (cudarc 0.19): it loads the NVTX v2 shared library `libnvToolsExt.so` at
+//! the first range and panics when it is missing, and it panics on a name holding a NUL byte. CUDA 12
+//! deprecated that library and the CUDA 13 toolkit wheels ship only the header-only NVTX v3 (`nvtx3/`), so
+//! on the machines we build for every range would panic; the shim needs no library at run time.
 
 use std::ffi::{c_char, CString};
 
