@@ -1,7 +1,7 @@
 //! The C ABI from C: the header's struct layouts are the Rust ones, the shared library exports exactly the
 //! header's functions (tests/header.rs checks that the header is the one cbindgen generates), `ffi/examples/run.c` builds with the system C compiler against the static and the shared
 //! library and gives the CLI's report, every entry point rejects bad arguments with the documented codes
-//! (`ffi/tests/abi_check.c`), one engine serves several threads, the examples are clean under valgrind, and
+//! (`ffi/tests/abi_check.c`), one engine serves several threads, `run.c` is clean under valgrind, and
 //! `ffi/examples/stream_run.c` streams one LatentMAS answer and aborts another mid-decode.
 //!
 //! The libraries are the ones `cargo build --release -p latentmas-capi` put in target/<profile> (see
