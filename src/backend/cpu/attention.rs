@@ -170,6 +170,11 @@ pub(crate) fn attend_block(
             // SAFETY: the feature was just detected.
             return unsafe { attend_avx512(&job, &mut scores, out) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected.
+            return unsafe { attend_avx2(&job, &mut scores, out) };
+        }
         attend(&job, &mut scores, out, dot, pv_portable, |_| {})
     });
 }
@@ -207,6 +212,23 @@ fn attend_avx512(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         out,
         |a: &[f32], b: &[f32]| unsafe { dot_avx512(a, b) },
         |j, s, dn, o| unsafe { pv_avx512(j, s, dn, o) },
+        prefetch_block,
+    )
+}
+
+/// [`attend`] for CPUs with AVX2 but no AVX-512 (AMD Zen 2/3, Intel client cores): the portable dot and
+/// softmax compiled for 8-lane registers (the same operations in the same order: Rust never fuses a
+/// multiply and an add on its own, so the bits are the portable ones) and [`pv_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attend_avx2(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+    // SAFETY (closures): this function only runs where AVX2 and FMA were detected.
+    attend(
+        job,
+        scores,
+        out,
+        |a: &[f32], b: &[f32]| unsafe { dot_avx2(a, b) },
+        |j, s, dn, o| unsafe { pv_avx2(j, s, dn, o) },
         prefetch_block,
     )
 }
@@ -276,6 +298,7 @@ fn attend(
 }
 
 /// Step 3 of [`attend`], portable: `out[h] = Σ_j (p[h, j] / denom[h]) · v_j`, in slot order.
+#[inline(always)]
 fn pv_portable(job: &Job<'_>, scores: &[f32], denoms: &[f32], out: &mut [f32]) {
     let Job { v_cache, span, kv_heads, d, group, .. } = *job;
     let len = span.len;
@@ -340,6 +363,71 @@ unsafe fn pv_avx512(job: &Job<'_>, scores: &[f32], denoms: &[f32], out: &mut [f3
             g += pair;
         }
     }
+}
+
+/// [`pv_portable`] with AVX2, the same multiplies and adds in the same order (the same bits): 64 output
+/// lanes of one q head held in 8 registers over the whole slot loop, for `d` a multiple of 64; else the
+/// portable loop.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pv_avx2(job: &Job<'_>, scores: &[f32], denoms: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const SPAN: usize = 64;
+    let Job { v_cache, span, kv_heads, d, group, n_kv_heads, .. } = *job;
+    if d % SPAN != 0 {
+        return pv_portable(job, scores, denoms, out);
+    }
+    let len = span.len;
+    let stride = n_kv_heads * d;
+    for kk in 0..kv_heads {
+        for g in 0..group {
+            let h = kk * group + g;
+            for c0 in (0..d).step_by(SPAN) {
+                let mut acc = [_mm256_setzero_ps(); SPAN / 8];
+                let mut v = v_cache.as_ptr().add(job.at(0) + kk * d + c0);
+                for j in 0..len {
+                    let w = _mm256_set1_ps(scores[h * len + j] / denoms[h]);
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_add_ps(*a, _mm256_mul_ps(w, _mm256_loadu_ps(v.add(8 * i))));
+                    }
+                    v = v.add(stride);
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(h * d + c0 + 8 * i), *a);
+                }
+            }
+        }
+    }
+}
+
+/// [`dot`] with AVX2: its 16 lanes as two 8-lane registers (lanes 0–7, 8–15), a multiply then an add
+/// per element as there, the remainder added lane by lane, then [`reduce16`]'s tree: the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut c = 0;
+    while c + LANES <= n {
+        let (pa, pb) = (a.as_ptr().add(c), b.as_ptr().add(c));
+        lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb)));
+        hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8))));
+        c += LANES;
+    }
+    if c < n {
+        let mut acc = [0f32; LANES];
+        _mm256_storeu_ps(acc.as_mut_ptr(), lo);
+        _mm256_storeu_ps(acc.as_mut_ptr().add(8), hi);
+        for (l, (x, y)) in a[c..n].iter().zip(&b[c..n]).enumerate() {
+            acc[l] += x * y;
+        }
+        return reduce16(&acc);
+    }
+    let s = _mm256_add_ps(lo, hi);
+    let b = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+    let c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps::<0b01>(c, c)))
 }
 
 /// [`dot`] with AVX-512: the same lanes, the same order, the same bits.
@@ -461,12 +549,93 @@ mod tests {
                 assert_eq!(dot(&a, &b).to_bits(), unsafe { dot_avx512(&a, &b) }.to_bits(), "n={n}");
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            for n in [1, 5, 16, 17, 31, 128, 130] {
+                let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+                let b: Vec<f32> = (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 3.0).collect();
+                // SAFETY: the features were just detected.
+                assert_eq!(dot(&a, &b).to_bits(), unsafe { dot_avx2(&a, &b) }.to_bits(), "n={n}");
+            }
+        }
     }
 
     #[test]
     fn simd_pv_has_the_portable_bits() {
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            pv_matches_portable(|job, s, dn, o| unsafe { pv_avx2(job, s, dn, o) });
+        } else {
+            println!("SKIP (pv_avx2: no AVX2+FMA on this CPU)");
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
+            pv_matches_portable(|job, s, dn, o| unsafe { pv_avx512(job, s, dn, o) });
+        } else {
+            println!("SKIP (pv_avx512: no AVX-512F on this CPU)");
+        }
+    }
+
+    /// The whole attention of a token on each SIMD path equals the portable one bit for bit (the dot,
+    /// the softmax and the PV step compiled for that ISA), for d = 128 and an odd d.
+    #[test]
+    fn simd_attention_has_the_portable_bits() {
+        #[cfg(target_arch = "x86_64")]
+        for (d, len) in [(128, 300), (20, 33)] {
+            let shape = AttnShape { n_heads: 8, n_kv_heads: 2, head_dim: d };
+            let slots = len + 4;
+            let val = |i: usize, s: u32| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 9) % 1001) as f32 / 250.0 - 2.0
+            };
+            let k: Vec<f32> = (0..slots * 2 * d).map(|i| val(i, 1)).collect();
+            let v: Vec<f32> = (0..slots * 2 * d).map(|i| val(i, 2)).collect();
+            let q: Vec<f32> = (0..8 * d).map(|i| val(i, 3)).collect();
+            let job = Job {
+                q: &q,
+                k_cache: Plane::new(&k),
+                v_cache: Plane::new(&v),
+                span: AttnSpan { slot_base: 3, len },
+                kvh0: 0,
+                kv_heads: 2,
+                n_kv_heads: 2,
+                d,
+                group: shape.n_heads / shape.n_kv_heads,
+                scale: 1.0 / (d as f32).sqrt(),
+            };
+            let mut want = vec![0f32; 8 * d];
+            attend(&job, &mut Vec::new(), &mut want, dot, pv_portable, |_| {});
+            let mut ran = 0;
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                let mut got = vec![0f32; 8 * d];
+                // SAFETY: the features were just detected.
+                unsafe { attend_avx2(&job, &mut Vec::new(), &mut got) };
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "avx2, d={d}"
+                );
+                ran += 1;
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut got = vec![0f32; 8 * d];
+                // SAFETY: the feature was just detected.
+                unsafe { attend_avx512(&job, &mut Vec::new(), &mut got) };
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "avx512, d={d}"
+                );
+                ran += 1;
+            }
+            if ran == 0 {
+                println!("SKIP (no SIMD attention path on this CPU)");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn pv_matches_portable(simd: impl Fn(&Job<'_>, &[f32], &[f32], &mut [f32])) {
+        {
             let (kvh, d, group, len) = (2, 128, 2, 37);
             let v: Vec<f32> = (0..(len + 3) * kvh * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
             let scores: Vec<f32> = (0..group * len).map(|i| ((i * 13 % 17) as f32 + 1.0) / 9.0).collect();
@@ -485,9 +654,11 @@ mod tests {
             };
             let (mut a, mut b) = (vec![0f32; group * d], vec![0f32; group * d]);
             pv_portable(&job, &scores, &denoms, &mut a);
-            // SAFETY: the feature was just detected.
-            unsafe { pv_avx512(&job, &scores, &denoms, &mut b) };
-            assert_eq!(a, b);
+            simd(&job, &scores, &denoms, &mut b);
+            assert_eq!(
+                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
         }
     }
 }
