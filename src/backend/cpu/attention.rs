@@ -216,8 +216,8 @@ fn attend_avx512(job: &Job<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
     )
 }
 
-/// [`attend`] for CPUs with AVX2 but no AVX-512 (AMD Zen 2/3, Intel client cores): the portable dot and
-/// softmax compiled for 8-lane registers (the same operations in the same order: Rust never fuses a
+/// [`attend`] for CPUs with AVX2 but no AVX-512 (AMD Zen 2/3, Intel client cores): [`dot_avx2`],
+/// the softmax compiled for 8-lane registers (the same operations in the same order: Rust never fuses a
 /// multiply and an add on its own, so the bits are the portable ones) and [`pv_avx2`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
