@@ -609,22 +609,14 @@ mod tests {
                 let mut got = vec![0f32; 8 * d];
                 // SAFETY: the features were just detected.
                 unsafe { attend_avx2(&job, &mut Vec::new(), &mut got) };
-                assert_eq!(
-                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    "avx2, d={d}"
-                );
+                assert_eq!(bits(&got), bits(&want), "avx2, d={d}");
                 ran += 1;
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 let mut got = vec![0f32; 8 * d];
                 // SAFETY: the feature was just detected.
                 unsafe { attend_avx512(&job, &mut Vec::new(), &mut got) };
-                assert_eq!(
-                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    "avx512, d={d}"
-                );
+                assert_eq!(bits(&got), bits(&want), "avx512, d={d}");
                 ran += 1;
             }
             if ran == 0 {
@@ -634,31 +626,32 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// `simd`'s PV step equals [`pv_portable`] bit for bit (d = 128, two q heads per kv head).
+    #[cfg(target_arch = "x86_64")]
     fn pv_matches_portable(simd: impl Fn(&Job<'_>, &[f32], &[f32], &mut [f32])) {
-        {
-            let (kvh, d, group, len) = (2, 128, 2, 37);
-            let v: Vec<f32> = (0..(len + 3) * kvh * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-            let scores: Vec<f32> = (0..group * len).map(|i| ((i * 13 % 17) as f32 + 1.0) / 9.0).collect();
-            let denoms = [3.5f32, 7.25];
-            let job = Job {
-                q: &[],
-                k_cache: Plane::new(&[]),
-                v_cache: Plane::new(&v),
-                span: AttnSpan { slot_base: 2, len },
-                kvh0: 1,
-                kv_heads: 1,
-                n_kv_heads: kvh,
-                d,
-                group,
-                scale: 1.0,
-            };
-            let (mut a, mut b) = (vec![0f32; group * d], vec![0f32; group * d]);
-            pv_portable(&job, &scores, &denoms, &mut a);
-            simd(&job, &scores, &denoms, &mut b);
-            assert_eq!(
-                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            );
-        }
+        let (kvh, d, group, len) = (2, 128, 2, 37);
+        let v: Vec<f32> = (0..(len + 3) * kvh * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let scores: Vec<f32> = (0..group * len).map(|i| ((i * 13 % 17) as f32 + 1.0) / 9.0).collect();
+        let denoms = [3.5f32, 7.25];
+        let job = Job {
+            q: &[],
+            k_cache: Plane::new(&[]),
+            v_cache: Plane::new(&v),
+            span: AttnSpan { slot_base: 2, len },
+            kvh0: 1,
+            kv_heads: 1,
+            n_kv_heads: kvh,
+            d,
+            group,
+            scale: 1.0,
+        };
+        let (mut a, mut b) = (vec![0f32; group * d], vec![0f32; group * d]);
+        pv_portable(&job, &scores, &denoms, &mut a);
+        simd(&job, &scores, &denoms, &mut b);
+        assert_eq!(bits(&a), bits(&b));
     }
 }
