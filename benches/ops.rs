@@ -34,6 +34,12 @@ fn weights(m: usize, k: usize, bf: bool) -> WeightMatrix {
     }
 }
 
+/// Distinct bf16 weights per layer (a cheap pattern: the stream bench needs bytes, not realism).
+fn weights_seeded(m: usize, k: usize, seed: usize) -> WeightMatrix {
+    let v: Vec<bf16> = (0..m * k).map(|i| bf16::from_f32(((i + seed) % 97) as f32 / 1e4 - 0.005)).collect();
+    WeightMatrix::bf16(m, k, v)
+}
+
 fn gemv(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemv");
     g.sample_size(20);
@@ -50,6 +56,40 @@ fn gemv(c: &mut Criterion) {
     g.finish();
 }
 
+/// The decode case for real: a whole Qwen3-0.6B step's projections (28 layers, 881 MB of bf16), far beyond
+/// any last-level cache, so every weight byte comes from memory as it does in `latentmas generate`.
+/// Compare its GB/s with the read-only stream ceiling of `latentmas bench`.
+fn gemv_stream(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemv_stream");
+    g.sample_size(10);
+    let layers: Vec<Vec<WeightMatrix>> = (0..28)
+        .map(|l| SHAPES.iter().chain([("o", 1024, 2048)].iter()).map(|&(_, m, k)| weights_seeded(m, k, l)).collect())
+        .collect();
+    let bytes: usize = layers.iter().flatten().map(|w| w.bytes()).sum();
+    let x = values(3072, 1);
+    let mut y = vec![0f32; 6144];
+    g.throughput(Throughput::Bytes(bytes as u64));
+    for (label, p) in [("exact", Precision::Exact), ("bf16-act", Precision::Bf16Activations)] {
+        g.bench_function(BenchmarkId::new("28-layers", label), |b| {
+            b.iter(|| {
+                for w in layers.iter().flatten() {
+                    matmul_with(black_box(&x[..w.cols]), 1, w, &mut y[..w.rows], p);
+                }
+            })
+        });
+    }
+    // The tied lm_head of the same model (311 MB, one matrix of 151936 rows).
+    let head = weights_seeded(151_936, 1024, 0);
+    let mut logits = vec![0f32; head.rows];
+    g.throughput(Throughput::Bytes(head.bytes() as u64));
+    for (label, p) in [("exact", Precision::Exact), ("bf16-act", Precision::Bf16Activations)] {
+        g.bench_function(BenchmarkId::new("lm_head", label), |b| {
+            b.iter(|| matmul_with(black_box(&x[..1024]), 1, &head, &mut logits, p))
+        });
+    }
+    g.finish();
+}
+
 fn gemm(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm");
     g.sample_size(10);
@@ -59,7 +99,7 @@ fn gemm(c: &mut Criterion) {
             let x = values(n * k, 2);
             let mut y = vec![0f32; n * m];
             g.throughput(Throughput::Elements((2 * n * m * k) as u64));
-            for (label, p) in [("exact", Precision::Exact), ("bf16-amx", Precision::Bf16Activations)] {
+            for (label, p) in [("exact", Precision::Exact), ("bf16-act", Precision::Bf16Activations)] {
                 let id = BenchmarkId::new(format!("bf16-weights/{label}/n{n}"), name);
                 g.bench_function(id, |b| b.iter(|| matmul_with(black_box(&x), n, &w, &mut y, p)));
             }
@@ -133,5 +173,5 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv, gemm, attn, rmsnorm, kernels);
+criterion_group!(benches, gemv, gemv_stream, gemm, attn, rmsnorm, kernels);
 criterion_main!(benches);

@@ -29,22 +29,33 @@ pub fn swiglu(gate_up: &[f32], inter: usize, out: &mut [f32]) {
     }
 }
 
-/// [`swiglu`] with a vectorised `exp` ([`super::vexp::exp512`], within 2 ulp): the SwiGLU of the
-/// bf16-activation path, whose output is rounded to bf16 for the down projection right after (2⁻⁹ relative,
-/// far above the `exp` error). Falls back to [`swiglu`] without AVX-512.
+/// [`swiglu`] with a vectorised `exp` ([`super::vexp::exp512`] / [`super::vexp::exp256`], the same bits,
+/// within 2 ulp): the SwiGLU of the bf16-activation path, whose output is rounded to bf16 for the down
+/// projection right after (2⁻⁹ relative, far above the `exp` error). AVX-512 where the CPU has it, else
+/// AVX2 + FMA (the same bits: the same `exp` and the same three operations per element), else [`swiglu`].
 pub fn swiglu_fast(gate_up: &[f32], inter: usize, out: &mut [f32]) {
     assert_eq!(gate_up.len(), 2 * out.len(), "swiglu: out must be half of gate_up");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected; each row reads [2·inter] and writes [inter].
-        let row = |(gu, o): (&[f32], &mut [f32])| unsafe { swiglu_row_avx512(gu, inter, o) };
-        if out.len() <= PARALLEL_MIN_ELEMS {
-            gate_up.chunks_exact(2 * inter).zip(out.chunks_exact_mut(inter)).for_each(row);
+    {
+        type RowFn = unsafe fn(&[f32], usize, &mut [f32]);
+        let kernel: Option<RowFn> = if std::arch::is_x86_feature_detected!("avx512f") {
+            Some(swiglu_row_avx512)
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            Some(swiglu_row_avx2)
         } else {
-            super::regions::enter();
-            gate_up.par_chunks_exact(2 * inter).zip(out.par_chunks_exact_mut(inter)).for_each(row);
+            None
+        };
+        if let Some(kernel) = kernel {
+            // SAFETY: the kernel's features were just detected; each row reads [2·inter] and writes [inter].
+            let row = |(gu, o): (&[f32], &mut [f32])| unsafe { kernel(gu, inter, o) };
+            if out.len() <= PARALLEL_MIN_ELEMS {
+                gate_up.chunks_exact(2 * inter).zip(out.chunks_exact_mut(inter)).for_each(row);
+            } else {
+                super::regions::enter();
+                gate_up.par_chunks_exact(2 * inter).zip(out.par_chunks_exact_mut(inter)).for_each(row);
+            }
+            return;
         }
-        return;
     }
     swiglu(gate_up, inter, out)
 }
@@ -66,6 +77,34 @@ unsafe fn swiglu_row_avx512(gu: &[f32], inter: usize, o: &mut [f32]) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_row_avx2(gu: &[f32], inter: usize, o: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (g, u) = gu.split_at(inter);
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i + 8 <= inter {
+        let x = _mm256_loadu_ps(g.as_ptr().add(i));
+        let e = super::vexp::exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let s = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(o.as_mut_ptr().add(i), _mm256_mul_ps(s, _mm256_loadu_ps(u.as_ptr().add(i))));
+        i += 8;
+    }
+    if i < inter {
+        // the last partial vector through a zero-padded copy
+        let (mut xg, mut xu, mut y) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+        let rest = inter - i;
+        xg[..rest].copy_from_slice(&g[i..]);
+        xu[..rest].copy_from_slice(&u[i..]);
+        let x = _mm256_loadu_ps(xg.as_ptr());
+        let e = super::vexp::exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let s = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(y.as_mut_ptr(), _mm256_mul_ps(s, _mm256_loadu_ps(xu.as_ptr())));
+        o[i..].copy_from_slice(&y[..rest]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +117,34 @@ mod tests {
         let s = |x: f64| x / (1.0 + (-x).exp());
         assert!((h[0] as f64 - s(1.0) * 0.5).abs() < 1e-6);
         assert!((h[1] as f64 - s(-2.0) * 3.0).abs() < 1e-6);
+    }
+
+    /// The AVX2 row kernel has the AVX-512 one's bits (where this CPU runs both) and, like it, stays
+    /// within a few ulp of the exact SwiGLU, partial last vectors included.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_rows_match_the_exact_swiglu_and_the_avx512_bits() {
+        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+            eprintln!("SKIP: the AVX2 SwiGLU needs AVX2 + FMA, which this CPU lacks");
+            return;
+        }
+        for inter in [1usize, 7, 8, 37, 3072] {
+            let gu: Vec<f32> = (0..2 * inter).map(|i| ((i * 37 % 101) as f32 - 50.0) / 5.0).collect();
+            let (mut exact, mut fast) = (vec![0f32; inter], vec![0f32; inter]);
+            swiglu(&gu, inter, &mut exact);
+            // SAFETY: the features were just detected; gu is [2·inter], fast is [inter].
+            unsafe { swiglu_row_avx2(&gu, inter, &mut fast) };
+            for (x, y) in exact.iter().zip(&fast) {
+                assert!((x - y).abs() <= 4.0 * f32::EPSILON * x.abs().max(1e-30), "inter {inter}: {x} vs {y}");
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut wide = vec![0f32; inter];
+                // SAFETY: as above, AVX-512F detected.
+                unsafe { swiglu_row_avx512(&gu, inter, &mut wide) };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&wide), "inter {inter}: AVX2 vs AVX-512");
+            }
+        }
     }
 
     #[test]
