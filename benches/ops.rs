@@ -14,6 +14,8 @@ use half::bf16;
 use latentmas::backend::cpu::attention::{attention, AttnShape, AttnSpan};
 use latentmas::backend::cpu::matmul::{matmul_with, Precision};
 use latentmas::backend::cpu::norm::add_rms_norm;
+use latentmas::backend::cpu::prefill_attention::{attention_rows, blocked_isa};
+use latentmas::kernels::Row;
 use latentmas::model::matrix::WeightMatrix;
 
 /// (name, output features m, input features k) of the Qwen3-0.6B projections.
@@ -124,6 +126,22 @@ fn attn(c: &mut Criterion) {
         let read: usize = spans.iter().map(|s| 2 * s.len * width * 4).sum();
         g.throughput(Throughput::Bytes(read as u64));
         g.bench_function(label, |b| b.iter(|| attention(black_box(&q), &k, &v, &spans, shape, &mut out)));
+        if tokens > 1 {
+            // the blocked kernel of the fast prefill (where the CPU has it; the reference otherwise)
+            let rows = [Row {
+                q_start: 0,
+                q_len: tokens as u32,
+                slot_base: 0,
+                past_len: (ctx - tokens) as u32,
+                pos_base: 0,
+                _pad: 0,
+            }];
+            let mut kt = Vec::new();
+            let id = format!("{label}/blocked-{}", blocked_isa(shape).map_or("none".into(), |i| format!("{i:?}")));
+            g.bench_function(id, |b| {
+                b.iter(|| attention_rows(black_box(&q), &k, &v, &rows, &spans, shape, &mut out, &mut kt))
+            });
+        }
     }
     g.finish();
 }

@@ -23,7 +23,7 @@
 //! - GEMV (`n == 1`): [`GEMV_ROWS`] weight rows at a time (8 independent FMA chains and 8 concurrent
 //!   weight streams), bf16 widened in registers, the next row group prefetched.
 //! - GEMM (`n > 1`): a [`ROWS`] × [`TOKENS`] register tile (24 accumulators). Weights are widened once per
-//!   L2-sized super-block of rows into a per-thread f32 buffer; then, for each 6-token tile (its
+//!   super-block of rows (a share of the L2: [`super::cache_size::super_block_bytes`]) into a per-thread f32 buffer; then, for each 6-token tile (its
 //!   activations stay in L1), the 4-row blocks of the super-block stream from L2. Tokens go in chunks of
 //!   [`TOKEN_CHUNK`] so a chunk's activations stay in L2 while the weights stream by once per chunk.
 //! - bf16 weights read the activations from a per-call even/odd-permuted copy (`[n, k rounded up to 32]`,
@@ -57,8 +57,6 @@ pub const TOKENS: usize = 6;
 pub const SMALL_N: usize = 24;
 /// Tokens whose activations stay in L2 while a task streams its weights (96 × 3072 × 4 B = 1.2 MB).
 pub const TOKEN_CHUNK: usize = 96;
-/// Bytes of widened (f32) weights per GEMM super-block: stays in L2 next to a token chunk.
-pub const SUPER_BLOCK_BYTES: usize = 512 << 10;
 /// Contiguous row ranges per pool thread.
 pub const TASKS_PER_THREAD: usize = 4;
 
@@ -488,10 +486,8 @@ unsafe fn block_dispatch<E: Elem>(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{
-        give_back, take, Elem, OutPtr, BLOCK, GEMV_ROWS, LANES, ROWS, SMALL_N, SUPER_BLOCK_BYTES, TOKENS, TOKEN_CHUNK,
-        WIDE,
-    };
+    use super::{give_back, take, Elem, OutPtr, BLOCK, GEMV_ROWS, LANES, ROWS, SMALL_N, TOKENS, TOKEN_CHUNK, WIDE};
+    use crate::backend::cpu::cache_size::super_block_bytes;
 
     /// How a kernel reads one operand row: half `S` (0 or 1) of the 32-block at element offset `c`, as
     /// the lane vector the canonical order adds in step `S`.
@@ -845,7 +841,7 @@ mod avx512 {
         // order, padded stride: no 4 KiB aliasing), then for each 6-token tile (its activations in L1)
         // stream the super-block's 4-row blocks from L2.
         let kp = k.div_ceil(BLOCK) * BLOCK + LANES;
-        let sb_rows = (SUPER_BLOCK_BYTES / (kp * 4)).max(ROWS) / ROWS * ROWS;
+        let sb_rows = (super_block_bytes() / (kp * 4)).max(ROWS) / ROWS * ROWS;
         let mut wide = take(&WIDE);
         if wide.len() < sb_rows * kp {
             wide.resize(sb_rows * kp, 0.0);

@@ -12,6 +12,7 @@ pub mod amx;
 pub mod attention;
 pub mod avx512bf16;
 pub mod bf16_gemm;
+pub mod cache_size;
 pub mod decode_attention;
 pub mod matmul;
 pub mod mem;

@@ -5,7 +5,8 @@
 //!
 //! Operations: [`attention_rows`].
 //!
-//! How, per row and kv head (AVX-512, `head_dim` = 128):
+//! How, per row and kv head (`head_dim` = 128; AVX-512, or AVX2 + FMA in [`avx2`] with half the q vectors per
+//! task and every 16-lane register split in two):
 //! 1. the row's K rows are transposed once into 16-key blocks `kt[block][c][16 keys]`, its V rows copied
 //!    side by side per kv head;
 //! 2. a task takes [`Q_VECS`] q vectors (a block of the row's tokens × the q heads of the kv head) and
@@ -13,6 +14,9 @@
 //! 3. softmax per q vector over its own visible keys (exponentials with a [`super::vexp::exp512`]),
 //!    masked keys get weight exactly 0;
 //! 4. `out = P · V` with 8 q vectors × 32 columns of V in registers, keys in order.
+//!
+//! Both ISAs compute every score with the same fused multiply-adds in the same order (the same bits); the
+//! softmax sums differ in lane count, so the two agree to f32 rounding, not bit for bit.
 //!
 //! Each output element sums its own products in a fixed order (keys ascending, masked ones adding exact
 //! zeros), so a token's result does not depend on the block it falls in or on the other rows of the call:
@@ -31,6 +35,8 @@ use crate::kernels::Row;
 pub const MIN_Q: usize = 16;
 /// q vectors per task (tokens × q heads of one kv head): 16 score accumulators in registers.
 pub const Q_VECS: usize = 16;
+/// q vectors per task on AVX2 (16 ymm registers: two passes of 4 vectors × 16 keys).
+pub const Q_VECS_AVX2: usize = 8;
 /// Keys per block (one AVX-512 register of scores).
 const KEYS: usize = 16;
 /// The head dim the kernel is written for.
@@ -41,18 +47,55 @@ thread_local! {
     static PROBS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// The instruction set a blocked call runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    /// q vectors per task.
+    fn q_vecs(self) -> usize {
+        match self {
+            Isa::Avx512 => Q_VECS,
+            Isa::Avx2 => Q_VECS_AVX2,
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn runs_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return match self {
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+        };
+        #[allow(unreachable_code)]
+        false
+    }
+}
+
+/// The ISA [`attention_rows`] runs the blocked kernel on for this shape on this CPU (None: the reference).
+pub fn blocked_isa(shape: AttnShape) -> Option<Isa> {
+    [Isa::Avx512, Isa::Avx2].into_iter().find(|&isa| isa.runs_here() && fits(shape, isa))
+}
+
 /// Whether [`attention_rows`] runs the blocked kernel for this shape on this CPU.
 pub fn supported(shape: AttnShape) -> bool {
+    blocked_isa(shape).is_some()
+}
+
+/// Whether the kernel of `isa` is written for this shape: head dim 128 and whole GQA groups per task.
+fn fits(shape: AttnShape, isa: Isa) -> bool {
     let group = shape.n_heads / shape.n_kv_heads.max(1);
-    #[cfg(target_arch = "x86_64")]
-    let simd = std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
-    simd && shape.head_dim == D
+    shape.head_dim == D
         && shape.n_kv_heads > 0
         && shape.n_heads.is_multiple_of(shape.n_kv_heads)
-        && group <= Q_VECS
-        && Q_VECS.is_multiple_of(group)
+        && group <= isa.q_vecs()
+        && isa.q_vecs().is_multiple_of(group)
 }
 
 /// Attention of every token of the call (`q`, `out`: `[n, H, d]`; `spans` per token as for
@@ -69,10 +112,27 @@ pub fn attention_rows(
     out: &mut [f32],
     kt: &mut Vec<f32>,
 ) {
-    let width = shape.n_heads * shape.head_dim;
-    if !supported(shape) {
-        return attention(q, k_cache, v_cache, spans, shape, out);
+    match blocked_isa(shape) {
+        Some(isa) => attention_rows_on(isa, q, k_cache, v_cache, rows, spans, shape, out, kt),
+        None => attention(q, k_cache, v_cache, spans, shape, out),
     }
+}
+
+/// [`attention_rows`] on the blocked kernel of `isa`, which the caller checked runs here for this shape.
+#[allow(clippy::too_many_arguments)]
+fn attention_rows_on(
+    isa: Isa,
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    rows: &[Row],
+    spans: &[AttnSpan],
+    shape: AttnShape,
+    out: &mut [f32],
+    kt: &mut Vec<f32>,
+) {
+    assert!(isa.runs_here() && fits(shape, isa), "blocked attention: {isa:?} does not run {shape:?} here");
+    let width = shape.n_heads * shape.head_dim;
     let mut i = 0;
     while i < rows.len() {
         let (t0, len) = (rows[i].q_start as usize, rows[i].q_len as usize);
@@ -80,10 +140,11 @@ pub fn attention_rows(
             let r = &rows[i];
             let keys = r.past_len as usize + len;
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `supported` checked AVX-512F; the row's tokens and slots lie inside q, out and the
+            // SAFETY: the ISA runs here (asserted); the row's tokens and slots lie inside q, out and the
             // caches (the call was planned against them).
             unsafe {
-                row_avx512(
+                row_blocked(
+                    isa,
                     &q[t0 * width..(t0 + len) * width],
                     k_cache,
                     v_cache,
@@ -134,7 +195,8 @@ impl Shared {
 /// and token i sees the first `past + i + 1` of them.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_avx512(
+unsafe fn row_blocked(
+    isa: Isa,
     q: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
@@ -168,7 +230,11 @@ unsafe fn row_avx512(
         let valid = (keys - b * KEYS).min(KEYS);
         // SAFETY: task i writes block i of kt and of vrows alone; the keys read lie inside the row's slots.
         unsafe {
-            transpose_keys(k_cache, slot_base + b * KEYS, valid, h, n_kv_heads, ktp.get().add(i * D * KEYS));
+            let dst = ktp.get().add(i * D * KEYS);
+            match isa {
+                Isa::Avx512 => transpose_keys(k_cache, slot_base + b * KEYS, valid, h, n_kv_heads, dst),
+                Isa::Avx2 => avx2::transpose_keys(k_cache, slot_base + b * KEYS, valid, h, n_kv_heads, dst),
+            }
             let dst = ktp.get().add(n_kv_heads * per_head + i * D * KEYS);
             for r in 0..valid {
                 let src = v_cache.as_ptr().add(((slot_base + b * KEYS + r) * n_kv_heads + h) * D);
@@ -177,7 +243,7 @@ unsafe fn row_avx512(
         }
     });
     // 2.–4. tasks of Q_VECS q vectors: `tq` tokens × `group` heads of one kv head
-    let tq = Q_VECS / group;
+    let tq = isa.q_vecs() / group;
     let qblocks = len.div_ceil(tq);
     let (kt, vrows) = kt[..total].split_at(n_kv_heads * per_head);
     let outp = Shared(out.as_mut_ptr());
@@ -200,8 +266,13 @@ unsafe fn row_avx512(
         };
         PROBS.with(|cell| {
             let mut probs = cell.borrow_mut();
-            // SAFETY: the task writes the out rows of its own tokens × heads only.
-            unsafe { task.run(&mut probs, outp.get()) }
+            // SAFETY: the task writes the out rows of its own tokens × heads only; the ISA runs here.
+            unsafe {
+                match isa {
+                    Isa::Avx512 => task.run(&mut probs, outp.get()),
+                    Isa::Avx2 => avx2::run(&task, &mut probs, outp.get()),
+                }
+            }
         });
     });
 }
@@ -227,7 +298,7 @@ unsafe fn transpose_keys(k_cache: &[f32], first: usize, valid: usize, h: usize, 
 #[repr(C, align(64))]
 struct QBuf([f32; Q_VECS * D]);
 
-/// One task of [`row_avx512`].
+/// One task of [`row_blocked`].
 struct Task<'a> {
     q: &'a [f32],
     /// This kv head's transposed key blocks.
@@ -384,11 +455,14 @@ mod tests {
         (out, spans)
     }
 
+    /// Every ISA this CPU runs, against the reference (tolerance 2e-6 relative: f32 rounding of FMAs, the
+    /// summation order and a 2-ulp `exp`), and each row alone equal bit for bit to the same row in the call.
     #[test]
     fn matches_the_reference_and_keeps_batch_equal_to_single() {
         let shape = AttnShape { n_heads: 4, n_kv_heads: 2, head_dim: 128 };
-        if !supported(shape) {
-            eprintln!("SKIP: no AVX-512");
+        let isas: Vec<Isa> = [Isa::Avx512, Isa::Avx2].into_iter().filter(|i| i.runs_here()).collect();
+        if isas.is_empty() {
+            eprintln!("SKIP: the blocked attention needs AVX-512 or AVX2 + FMA, which this CPU lacks");
             return;
         }
         let (h, kvh, d) = (4, 2, 128);
@@ -402,29 +476,45 @@ mod tests {
         let q: Vec<f32> = (0..n * h * d).map(|i| val(i, 3)).collect();
         let mut want = vec![0f32; q.len()];
         attention(&q, &k, &v, &spans, shape, &mut want);
-        let mut got = vec![0f32; q.len()];
-        let mut kt = Vec::new();
-        attention_rows(&q, &k, &v, &rows, &spans, shape, &mut got, &mut kt);
-        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!((a - b).abs() <= 2e-6 * (1.0 + b.abs()), "element {i}: {a} vs {b}");
+        for isa in isas {
+            let mut got = vec![0f32; q.len()];
+            let mut kt = Vec::new();
+            attention_rows_on(isa, &q, &k, &v, &rows, &spans, shape, &mut got, &mut kt);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 2e-6 * (1.0 + b.abs()), "{isa:?} element {i}: {a} vs {b}");
+            }
+            // each row alone gives the same bits as in the call
+            let width = h * d;
+            for (ri, r) in rows.iter().enumerate() {
+                let (t0, len) = (r.q_start as usize, r.q_len as usize);
+                let mut alone = vec![0f32; len * width];
+                let one = [Row { q_start: 0, ..*r }];
+                attention_rows_on(
+                    isa,
+                    &q[t0 * width..(t0 + len) * width],
+                    &k,
+                    &v,
+                    &one,
+                    &spans[t0..t0 + len],
+                    shape,
+                    &mut alone,
+                    &mut kt,
+                );
+                assert_eq!(&alone[..], &got[t0 * width..(t0 + len) * width], "{isa:?} row {ri}: alone ≠ in the call");
+            }
         }
-        // each row alone gives the same bits as in the call
-        let width = h * d;
-        for (ri, r) in rows.iter().enumerate() {
-            let (t0, len) = (r.q_start as usize, r.q_len as usize);
-            let mut alone = vec![0f32; len * width];
-            let one = [Row { q_start: 0, ..*r }];
-            attention_rows(
-                &q[t0 * width..(t0 + len) * width],
-                &k,
-                &v,
-                &one,
-                &spans[t0..t0 + len],
-                shape,
-                &mut alone,
-                &mut kt,
-            );
-            assert_eq!(&alone[..], &got[t0 * width..(t0 + len) * width], "row {ri}: alone ≠ in the call");
+    }
+
+    /// Qwen3's shapes (GQA groups of 2 and 4, 14B's 5 falls back) and a 4-head row at an odd past length.
+    #[test]
+    fn each_isa_takes_the_gqa_groups_it_fits() {
+        for (heads, kv, avx512, avx2) in
+            [(16, 8, true, true), (32, 8, true, true), (40, 8, false, false), (16, 2, true, true), (16, 1, true, false)]
+        {
+            let shape = AttnShape { n_heads: heads, n_kv_heads: kv, head_dim: 128 };
+            assert_eq!(fits(shape, Isa::Avx512), avx512, "{shape:?} on AVX-512");
+            assert_eq!(fits(shape, Isa::Avx2), avx2, "{shape:?} on AVX2");
         }
+        assert!(!fits(AttnShape { n_heads: 16, n_kv_heads: 8, head_dim: 64 }, Isa::Avx2));
     }
 }

@@ -18,7 +18,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{give_back, take, Elem, OutPtr, BLOCK, SMALL_N, SUPER_BLOCK_BYTES, TOKEN_CHUNK, WIDE};
+use super::{give_back, take, Elem, OutPtr, BLOCK, SMALL_N, TOKEN_CHUNK, WIDE};
+use crate::backend::cpu::cache_size::super_block_bytes;
 
 /// Rows of the GEMV step.
 const GEMV_ROWS: usize = 4;
@@ -342,7 +343,7 @@ unsafe fn typed<W: Src, X: Src<E = f32>, const SPLIT: bool>(
     // order, padded stride), then for each token tile (its activations in L1) stream the super-block's
     // row blocks from L2.
     let kp = k.div_ceil(BLOCK) * BLOCK + 8;
-    let sb_rows = (SUPER_BLOCK_BYTES / (kp * 4)).max(tr) / tr * tr;
+    let sb_rows = (super_block_bytes() / (kp * 4)).max(tr) / tr * tr;
     let mut wide = take(&WIDE);
     if wide.len() < sb_rows * kp {
         wide.resize(sb_rows * kp, 0.0);
