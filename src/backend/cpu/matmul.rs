@@ -23,8 +23,9 @@
 //! - GEMV (`n == 1`): [`GEMV_ROWS`] weight rows at a time (8 independent FMA chains and 8 concurrent
 //!   weight streams), bf16 widened in registers, the next row group prefetched.
 //! - GEMM (`n > 1`): a [`ROWS`] × [`TOKENS`] register tile (24 accumulators). Weights are widened once per
-//!   super-block of rows (a share of the L2: [`super::cache_size::super_block_bytes`]) into a per-thread f32 buffer; then, for each 6-token tile (its
-//!   activations stay in L1), the 4-row blocks of the super-block stream from L2. Tokens go in chunks of
+//!   super-block of rows (a share of the L2: [`super::cache_size::super_block_bytes`]) into a per-thread
+//!   f32 buffer; then, for each 6-token tile (its activations stay in L1), the 4-row blocks of the
+//!   super-block stream from L2. Tokens go in chunks of
 //!   [`TOKEN_CHUNK`] so a chunk's activations stay in L2 while the weights stream by once per chunk.
 //! - bf16 weights read the activations from a per-call even/odd-permuted copy (`[n, k rounded up to 32]`,
 //!   zero padded), built once per call in a reused per-thread buffer.
