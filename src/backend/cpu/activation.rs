@@ -81,26 +81,27 @@ unsafe fn swiglu_row_avx512(gu: &[f32], inter: usize, o: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn swiglu_row_avx2(gu: &[f32], inter: usize, o: &mut [f32]) {
     use std::arch::x86_64::*;
+    // silu(g)·u on 8 lanes: the AVX-512 row's operations
+    #[inline(always)]
+    unsafe fn lanes(g: *const f32, u: *const f32, o: *mut f32) {
+        let x = _mm256_loadu_ps(g);
+        let e = super::vexp::exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+        _mm256_storeu_ps(o, _mm256_mul_ps(s, _mm256_loadu_ps(u)));
+    }
     let (g, u) = gu.split_at(inter);
-    let one = _mm256_set1_ps(1.0);
     let mut i = 0;
     while i + 8 <= inter {
-        let x = _mm256_loadu_ps(g.as_ptr().add(i));
-        let e = super::vexp::exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
-        let s = _mm256_div_ps(x, _mm256_add_ps(one, e));
-        _mm256_storeu_ps(o.as_mut_ptr().add(i), _mm256_mul_ps(s, _mm256_loadu_ps(u.as_ptr().add(i))));
+        lanes(g.as_ptr().add(i), u.as_ptr().add(i), o.as_mut_ptr().add(i));
         i += 8;
     }
     if i < inter {
-        // the last partial vector through a zero-padded copy
+        // the last partial vector through zero-padded copies
         let (mut xg, mut xu, mut y) = ([0f32; 8], [0f32; 8], [0f32; 8]);
         let rest = inter - i;
         xg[..rest].copy_from_slice(&g[i..]);
         xu[..rest].copy_from_slice(&u[i..]);
-        let x = _mm256_loadu_ps(xg.as_ptr());
-        let e = super::vexp::exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
-        let s = _mm256_div_ps(x, _mm256_add_ps(one, e));
-        _mm256_storeu_ps(y.as_mut_ptr(), _mm256_mul_ps(s, _mm256_loadu_ps(xu.as_ptr())));
+        lanes(xg.as_ptr(), xu.as_ptr(), y.as_mut_ptr());
         o[i..].copy_from_slice(&y[..rest]);
     }
 }

@@ -298,6 +298,16 @@ unsafe fn transpose_keys(k_cache: &[f32], first: usize, valid: usize, h: usize, 
 #[repr(C, align(64))]
 struct QBuf([f32; Q_VECS * D]);
 
+/// [`Task::prologue`]: the task's q vectors (`nv` of them), the keys its last one sees, and the score rows'
+/// blocks and stride.
+struct Prologue {
+    nv: usize,
+    qbuf: QBuf,
+    keys: usize,
+    blocks: usize,
+    stride: usize,
+}
+
 /// One task of [`row_blocked`].
 struct Task<'a> {
     q: &'a [f32],
@@ -327,13 +337,12 @@ impl Task<'_> {
         self.past + self.tok0 + v / self.group + 1
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::needless_range_loop)]
-    unsafe fn run(&self, probs: &mut Vec<f32>, out: *mut f32) {
-        use std::arch::x86_64::*;
+    /// What every ISA's task starts with: its q vectors side by side (zeros past `nv`: their results are
+    /// dropped), the keys its last vector sees, and `probs` grown to `q_vecs` rows of whole 16-key blocks
+    /// (every score of those blocks is written before it is read: grow only).
+    fn prologue(&self, probs: &mut Vec<f32>, q_vecs: usize) -> Prologue {
         let nv = self.toks * self.group;
-        // The task's q vectors side by side (zeros past `nv`: their results are dropped).
+        debug_assert!(nv > 0 && nv <= q_vecs);
         let mut qbuf = QBuf([0f32; Q_VECS * D]);
         for v in 0..nv {
             qbuf.0[v * D..(v + 1) * D].copy_from_slice(&self.q[self.at(v)..self.at(v) + D]);
@@ -341,10 +350,18 @@ impl Task<'_> {
         let keys = self.visible(nv - 1);
         let blocks = keys.div_ceil(KEYS);
         let stride = blocks * KEYS;
-        // Every score of the task's blocks is written before it is read: grow only.
-        if probs.len() < Q_VECS * stride {
-            probs.resize(Q_VECS * stride, 0.0);
+        if probs.len() < q_vecs * stride {
+            probs.resize(q_vecs * stride, 0.0);
         }
+        Prologue { nv, qbuf, keys, blocks, stride }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn run(&self, probs: &mut Vec<f32>, out: *mut f32) {
+        use std::arch::x86_64::*;
+        let Prologue { nv, qbuf, keys, blocks, stride } = self.prologue(probs, Q_VECS);
         let p = probs.as_mut_ptr();
         let q = qbuf.0.as_ptr();
         // 2. scores, 16 keys × 16 q vectors per step

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{QBuf, Task, D, KEYS, Q_VECS_AVX2};
+use super::{Prologue, Task, D, KEYS, Q_VECS_AVX2};
 use crate::backend::cpu::vexp::exp256;
 
 /// q vectors per register pass.
@@ -106,20 +106,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::needless_range_loop)]
 pub(super) unsafe fn run(task: &Task<'_>, probs: &mut Vec<f32>, out: *mut f32) {
-    let nv = task.toks * task.group;
-    debug_assert!(nv <= Q_VECS_AVX2);
-    // The task's q vectors side by side (zeros past `nv`: their results are dropped).
-    let mut qbuf = QBuf([0f32; super::Q_VECS * D]);
-    for v in 0..nv {
-        qbuf.0[v * D..(v + 1) * D].copy_from_slice(&task.q[task.at(v)..task.at(v) + D]);
-    }
-    let keys = task.visible(nv - 1);
-    let blocks = keys.div_ceil(KEYS);
-    let stride = blocks * KEYS;
-    // Every score of the task's blocks is written before it is read: grow only.
-    if probs.len() < Q_VECS_AVX2 * stride {
-        probs.resize(Q_VECS_AVX2 * stride, 0.0);
-    }
+    let Prologue { nv, qbuf, keys, blocks, stride } = task.prologue(probs, Q_VECS_AVX2);
     let p = probs.as_mut_ptr();
     let q = qbuf.0.as_ptr();
     let scale = _mm256_set1_ps(task.scale);
