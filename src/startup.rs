@@ -1,8 +1,11 @@
 //! What happens before the first prefill: the model and its tokenizer loaded side by side, and the
 //! breakdown of where the time went ([`Startup`], printed by `latentmas run` and reported in its `--json`).
 //!
-//! The tokenizer (a JSON parse and a BPE build: one core) loads on its own thread while the weights
-//! (page faults, `pread` and the NaN/Inf check: every pool thread) load on the caller's.
+//! The tokenizer (a JSON parse and a BPE build: one core, the critical path) and the weights (page faults,
+//! `pread` and the NaN/Inf check: parallel) load side by side. With two or more pool threads the tokenizer
+//! takes one pool thread and the weights the others (`rayon::join`), so the critical path owns its core and
+//! the total work never oversubscribes the machine; with one pool thread the tokenizer gets a thread of its
+//! own.
 //!
 //! Operations: [`load_model_and_tokenizer`], [`Startup::line`].
 
@@ -27,7 +30,7 @@ pub struct Startup {
     pub prompts_s: f64,
     /// `config.json`.
     pub config_s: f64,
-    /// `tokenizer.json` + the chat template, on its own thread (overlaps `weights_s`).
+    /// `tokenizer.json` + the chat template, beside the weights (overlaps `weights_s`).
     pub tokenizer_s: f64,
     /// Mapping, reading and checking the weights.
     pub weights_s: f64,
@@ -79,36 +82,40 @@ impl Startup {
     }
 }
 
-/// Loads `config.json`, then the tokenizer (on a second thread) and the weights (on this one) of `dir`,
-/// filling the config/tokenizer/weights/load fields of `startup`. When both fail, the tokenizer's error is
-/// returned (the order the loads used to run in).
+/// Loads `config.json`, then the tokenizer and the weights of `dir` side by side (module docs), filling the
+/// config/tokenizer/weights/load fields of `startup`. When both fail, the tokenizer's error is returned (the
+/// order the loads used to run in).
 pub fn load_model_and_tokenizer(dir: &Path, startup: &mut Startup) -> Result<(Qwen3, Tokenizer)> {
     let t = Instant::now();
     let config = Qwen3Config::from_file(&dir.join("config.json"))?;
     startup.config_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let (tokenizer, weights) = std::thread::scope(|s| {
-        let tok = std::thread::Builder::new()
-            .name("tokenizer-load".into())
-            .spawn_scoped(s, || {
-                let t = Instant::now();
-                Tokenizer::load(dir).map(|tok| (tok, t.elapsed().as_secs_f64()))
-            })
-            .map_err(|e| crate::Error::io(dir, e));
-        let tw = Instant::now();
-        let weights = Weights::load(dir, &config).map(|w| (w, tw.elapsed().as_secs_f64()));
-        let tokenizer = match tok {
-            Ok(handle) => handle.join().unwrap_or_else(|_| {
-                Err(crate::Error::Tokenizer(format!("{}: the tokenizer load panicked", dir.display())))
-            }),
-            // no thread to be had: load it here
-            Err(_) => {
-                let t = Instant::now();
-                Tokenizer::load(dir).map(|tok| (tok, t.elapsed().as_secs_f64()))
-            }
-        };
-        (tokenizer, weights)
-    });
+    let panicked = || crate::Error::Tokenizer(format!("{}: the tokenizer load panicked", dir.display()));
+    let load_tokenizer = || {
+        let t = Instant::now();
+        // a panic in the tokenizer library is this load's error, not the process's end
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Tokenizer::load(dir)))
+            .unwrap_or_else(|_| Err(panicked()))
+            .map(|tok| (tok, t.elapsed().as_secs_f64()))
+    };
+    let load_weights = || {
+        let t = Instant::now();
+        Weights::load(dir, &config).map(|w| (w, t.elapsed().as_secs_f64()))
+    };
+    let (tokenizer, weights) = if rayon::current_num_threads() >= 2 {
+        rayon::join(load_tokenizer, load_weights)
+    } else {
+        std::thread::scope(|s| {
+            let tok = std::thread::Builder::new().name("tokenizer-load".into()).spawn_scoped(s, load_tokenizer);
+            let weights = load_weights();
+            let tokenizer = match tok {
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err(panicked())),
+                // no thread to be had: load it here
+                Err(_) => load_tokenizer(),
+            };
+            (tokenizer, weights)
+        })
+    };
     let (tokenizer, tokenizer_s) = tokenizer?;
     let (weights, weights_s) = weights?;
     startup.load_s = t.elapsed().as_secs_f64();
