@@ -159,7 +159,8 @@ impl Engine {
         Self::open_on(model_dir, budget, DeviceKind::Cpu)
     }
 
-    /// [`Engine::open`] on the given device. The tokenizer and the weights load side by side ([`load_model_and_tokenizer`]).
+    /// [`Engine::open`] on the given device. The tokenizer and the weights load side by side
+    /// ([`load_model_and_tokenizer`]).
     pub fn open_on(model_dir: &Path, budget: KvBudget, device: DeviceKind) -> Result<Self> {
         let (model, tokenizer) = load_model_and_tokenizer(model_dir, &mut Startup::default())?;
         Self::from_parts(model_dir, model, tokenizer, budget, device)
