@@ -931,6 +931,8 @@ mod tests {
         (16, 300, 64),
         (30, 14, 70),
         (4, 31, 3072),
+        // a GEMV whose tasks are long enough to prefetch their next row groups
+        (1, 250, 1024),
     ];
 
     #[test]
